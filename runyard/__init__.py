@@ -1,0 +1,84 @@
+"""Runyard: the Python SDK of a self-hostable service for agent runs.
+
+```python
+from runyard import Runyard
+
+client = Runyard()  # RUNYARD_BASE_URL and RUNYARD_API_KEY from the environment
+with client.runs.stream("Say hello", name="greeter", instructions="Be brief.") as stream:
+    for event in stream:
+        print(event.type, event.data)
+```
+
+Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
+"""
+
+from ._client import AsyncRunyard, Runyard
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    RunFailedError,
+    RunyardError,
+    StreamClosedError,
+    TimeoutError,
+    ValidationError,
+)
+from ._pagination import AsyncPage, AsyncPaginator, SyncPage
+from ._resources import AgentDeleted, RunCreateParams
+from ._streaming import AsyncRunStream, RunAccumulator, RunStream, ServerSentEvent, SSEDecoder
+from ._types import NOT_GIVEN, NotGiven
+from .domain import Agent, Event, Run, RunStatus, Thread, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Agent",
+    "AgentDeleted",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncPage",
+    "AsyncPaginator",
+    "AsyncRunStream",
+    "AsyncRunyard",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "Event",
+    "InternalServerError",
+    "NOT_GIVEN",
+    "NotFoundError",
+    "NotGiven",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "Run",
+    "RunAccumulator",
+    "RunCreateParams",
+    "RunFailedError",
+    "RunStatus",
+    "RunStream",
+    "Runyard",
+    "RunyardError",
+    "ServerSentEvent",
+    "SSEDecoder",
+    "StreamClosedError",
+    "SyncPage",
+    "Thread",
+    "TimeoutError",
+    "Usage",
+    "ValidationError",
+]
+
+# Errors and models print as `runyard.NotFoundError`, not `runyard._exceptions.NotFoundError`.
+__locals = locals()
+for __name in __all__:
+    if not __name.startswith("__") and isinstance(__locals[__name], type):
+        setattr(__locals[__name], "__module__", "runyard")

@@ -1,0 +1,222 @@
+"""`client.agents`: create, read, list, update and delete agents."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .._base_client import path_for
+from .._pagination import AsyncPaginator, SyncPage
+from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
+from ..domain import Agent
+
+if TYPE_CHECKING:
+    from .._client import AsyncRunyard, Runyard
+
+__all__ = ["AgentDeleted", "Agents", "AsyncAgents"]
+
+
+class AgentDeleted(BaseModel):
+    """The answer to `client.agents.delete(...)`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["agent"] = "agent"
+    deleted: bool
+
+
+def agent_body(
+    *,
+    name: NotGivenOr[str],
+    instructions: NotGivenOr[str],
+    model: NotGivenOr[str],
+    tools: NotGivenOr[list[str]],
+    input_description: NotGivenOr[str | None],
+    output_description: NotGivenOr[str | None],
+    input_schema: NotGivenOr[dict[str, Any] | None],
+    output_schema: NotGivenOr[dict[str, Any] | None],
+    metadata: NotGivenOr[dict[str, Any]],
+) -> dict[str, Any]:
+    """The JSON body of an agent create or update: every field the caller passed, and no other."""
+    return strip_not_given(
+        {
+            "name": name,
+            "instructions": instructions,
+            "model": model,
+            "tools": tools,
+            "input_description": input_description,
+            "output_description": output_description,
+            "input_schema": input_schema,
+            "output_schema": output_schema,
+            "metadata": metadata,
+        }
+    )
+
+
+class Agents:
+    """Agents: an LLM with instructions and tools, the thing a run executes."""
+
+    def __init__(self, client: Runyard) -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        *,
+        instructions: NotGivenOr[str] = NOT_GIVEN,
+        model: NotGivenOr[str] = NOT_GIVEN,
+        tools: NotGivenOr[list[str]] = NOT_GIVEN,
+        input_description: NotGivenOr[str | None] = NOT_GIVEN,
+        output_description: NotGivenOr[str | None] = NOT_GIVEN,
+        input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> Agent:
+        """Create an agent.
+
+        Args:
+            name: a name, unique enough for you to find it again (runs can find-or-create by name).
+            instructions: the system prompt.
+            model: a model or route id; the offline `scripted` model when left out.
+            tools: names of built-in tools the agent may call.
+            input_description / output_description: what the agent takes and returns, in words.
+            input_schema / output_schema: JSON Schemas of the input and the structured output.
+            metadata: free-form JSON; the `scripted` model reads its `script` here.
+        """
+        body = agent_body(
+            name=name,
+            instructions=instructions,
+            model=model,
+            tools=tools,
+            input_description=input_description,
+            output_description=output_description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            metadata=metadata,
+        )
+        return self._client._request_model("POST", "/v1/agents", Agent, json=body)
+
+    def get(self, agent_id: str) -> Agent:
+        """Fetch one agent. Raises `NotFoundError` when there is no such agent."""
+        return self._client._request_model("GET", path_for("/v1/agents/{}", agent_id), Agent)
+
+    def list(self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN) -> SyncPage[Agent]:
+        """List agents, newest first.
+
+        Returns the first page; iterating it yields every agent, fetching older pages as needed.
+
+        Args:
+            limit: page size (at most 100).
+            before: a cursor (`next_cursor` of an earlier page) to start after.
+        """
+        return self._client._request_page("/v1/agents", Agent, {"limit": limit, "before": before})
+
+    def update(
+        self,
+        agent_id: str,
+        *,
+        name: NotGivenOr[str] = NOT_GIVEN,
+        instructions: NotGivenOr[str] = NOT_GIVEN,
+        model: NotGivenOr[str] = NOT_GIVEN,
+        tools: NotGivenOr[list[str]] = NOT_GIVEN,
+        input_description: NotGivenOr[str | None] = NOT_GIVEN,
+        output_description: NotGivenOr[str | None] = NOT_GIVEN,
+        input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> Agent:
+        """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
+        body = agent_body(
+            name=name,
+            instructions=instructions,
+            model=model,
+            tools=tools,
+            input_description=input_description,
+            output_description=output_description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            metadata=metadata,
+        )
+        return self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)
+
+    def delete(self, agent_id: str) -> AgentDeleted:
+        """Delete an agent."""
+        return self._client._request_model("DELETE", path_for("/v1/agents/{}", agent_id), AgentDeleted)
+
+
+class AsyncAgents:
+    """Agents: an LLM with instructions and tools, the thing a run executes."""
+
+    def __init__(self, client: AsyncRunyard) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        name: str,
+        *,
+        instructions: NotGivenOr[str] = NOT_GIVEN,
+        model: NotGivenOr[str] = NOT_GIVEN,
+        tools: NotGivenOr[list[str]] = NOT_GIVEN,
+        input_description: NotGivenOr[str | None] = NOT_GIVEN,
+        output_description: NotGivenOr[str | None] = NOT_GIVEN,
+        input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> Agent:
+        """Create an agent. The arguments are those of `Runyard.agents.create`."""
+        body = agent_body(
+            name=name,
+            instructions=instructions,
+            model=model,
+            tools=tools,
+            input_description=input_description,
+            output_description=output_description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            metadata=metadata,
+        )
+        return await self._client._request_model("POST", "/v1/agents", Agent, json=body)
+
+    async def get(self, agent_id: str) -> Agent:
+        """Fetch one agent. Raises `NotFoundError` when there is no such agent."""
+        return await self._client._request_model("GET", path_for("/v1/agents/{}", agent_id), Agent)
+
+    def list(
+        self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN
+    ) -> AsyncPaginator[Agent]:
+        """List agents, newest first: `await` it for the first page, or `async for` over every agent."""
+        return self._client._request_page("/v1/agents", Agent, {"limit": limit, "before": before})
+
+    async def update(
+        self,
+        agent_id: str,
+        *,
+        name: NotGivenOr[str] = NOT_GIVEN,
+        instructions: NotGivenOr[str] = NOT_GIVEN,
+        model: NotGivenOr[str] = NOT_GIVEN,
+        tools: NotGivenOr[list[str]] = NOT_GIVEN,
+        input_description: NotGivenOr[str | None] = NOT_GIVEN,
+        output_description: NotGivenOr[str | None] = NOT_GIVEN,
+        input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> Agent:
+        """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
+        body = agent_body(
+            name=name,
+            instructions=instructions,
+            model=model,
+            tools=tools,
+            input_description=input_description,
+            output_description=output_description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            metadata=metadata,
+        )
+        return await self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)
+
+    async def delete(self, agent_id: str) -> AgentDeleted:
+        """Delete an agent."""
+        return await self._client._request_model("DELETE", path_for("/v1/agents/{}", agent_id), AgentDeleted)

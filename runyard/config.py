@@ -1,0 +1,51 @@
+"""Server settings, read once from the environment (`RUNYARD_*`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNYARD_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./.runyard/runyard.db"
+    """SQLAlchemy async URL. Default: a SQLite file under `./.runyard/`."""
+    host: str = "127.0.0.1"
+    """Address `runyard serve` binds. Default 127.0.0.1."""
+    port: int = 8321
+    """Port `runyard serve` binds. Default 8321."""
+    api_key: str | None = None
+    """Presets the bootstrap admin key created on first start. Default: a random key."""
+    routes: Path | None = None
+    """A TOML file mapping route ids to models. Default: none (model strings work directly)."""
+    lease_seconds: float = Field(default=10.0, gt=0)
+    """How long a worker owns a run without renewing. Default 10 s."""
+    worker_concurrency: int = Field(default=1024, ge=1)
+    """Runs one worker executes at once. Default 1024 (runs mostly wait on I/O)."""
+    poll_interval: float = Field(default=1.0, gt=0)
+    """Claim-loop poll fallback when no wake-up arrives. Default 1 s."""
+    max_attempts: int = Field(default=3, ge=1)
+    """A run whose lease expired this many times fails. Default 3."""
+    flush_interval: float = Field(default=0.01, gt=0)
+    """Token deltas are committed in batches at most this far apart. Default 10 ms."""
+    http_get_timeout: float = 10.0
+    """Time limit of the `http_get` tool. Default 10 s."""
+    http_get_max_bytes: int = 256 * 1024
+    """Size limit of the `http_get` tool's response. Default 256 KiB."""
+    http_get_allow_private: bool = False
+    """Let `http_get` reach private and loopback addresses. Default false (refused)."""
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

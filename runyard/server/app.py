@@ -1,0 +1,120 @@
+"""The FastAPI app: API routes, auth, errors, and (embedded mode) the in-process worker."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from .._version import __version__
+from ..bus import create_bus
+from ..config import Settings, get_settings
+from ..store import keys
+from ..store.db import Store, create_engine
+from ..worker.loop import Worker
+from . import errors
+from .errors import error_response
+from .routes import agents, runs
+from .schemas import Limits
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("runyard.server")
+
+
+async def bootstrap_key(store: Store, preset: str | None) -> str | None:
+    """On first start, create the admin key (or the preset one); returns it to print once."""
+    async with store.tx() as tx:
+        if preset:
+            if await keys.org_for_key(tx.conn, preset) is None:
+                await keys.create_key(tx.conn, "default", key=preset)
+            return None
+        if await keys.count(tx.conn) > 0:
+            return None
+        return await keys.create_key(tx.conn, "default")
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_ready: Any = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus = create_bus()
+        await bus.start()
+        store = Store(create_engine(settings.database_url), bus)
+        if store.is_sqlite:
+            from ..store.migrate import upgrade
+
+            await upgrade(store.engine)
+        app.state.store = store
+        app.state.settings = settings
+        app.state.key_cache = {}
+        new_key = await bootstrap_key(store, settings.api_key)
+        worker = None
+        if run_worker:
+            worker = Worker(store, settings)
+            # Embedded SQLite: no other process can hold a run, so every running one is orphaned.
+            await worker.start(recover_all=store.is_sqlite)
+        app.state.worker = worker
+        if on_ready is not None:
+            on_ready(app, new_key)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop(grace=5.0)
+            await bus.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Runyard",
+        version=__version__,
+        description="Runs of AI agents: start, stream, cancel, and read them back.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limits_and_request_id(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > Limits.BODY_BYTES):
+            return error_response(413, "payload_too_large", f"request body is larger than {Limits.BODY_BYTES // 1024} KB")
+        response = await call_next(request)
+        response.headers["x-request-id"] = request.headers.get("x-request-id") or secrets.token_hex(8)
+        return response
+
+    app.include_router(agents.router)
+    app.include_router(runs.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> Any:
+        """Readiness: the database answers."""
+        try:
+            async with request.app.state.store.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        return {"status": "ok", "database": "ok", "bus": "ok"}
+
+    console = Path(__file__).resolve().parent.parent / "console"
+    if (console / "index.html").exists():
+        app.mount("/console", StaticFiles(directory=console, html=True), name="console")
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/console/")
+
+    return app

@@ -1,0 +1,80 @@
+"""One mapping from domain errors (and malformed requests) to `{"error": {...}}` responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..store.errors import Conflict, DomainError, InvalidInput, NotFound, PayloadTooLarge
+
+__all__ = ["ApiError", "error_response", "install"]
+
+STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    PayloadTooLarge: 413,
+}
+
+
+class ApiError(DomainError):
+    """An error that only exists at the HTTP edge (auth, malformed body, bad cursor)."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.status = status
+        self.code = code
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers: Any = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status, headers=headers)
+
+
+def _status_of(exc: DomainError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+    return error_response(_status_of(exc), exc.code, exc.message, exc.field)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_json", f"request body is not valid JSON: {first.get('msg')}", "body")
+    field = _field_of(tuple(first.get("loc", ())))
+    message = f"{field}: {first.get('msg')}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return error_response(422, "validation_error", message, field)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,222 @@
+"""`/v1/runs` and `/v1/threads/{thread_id}/runs`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from ...domain import TERMINAL_EVENT_TYPES, Run, RunStatus
+from ...store import agents, events, runs, threads
+from ...store.errors import Conflict, InvalidInput, PayloadTooLarge
+from ..auth import org_id
+from ..errors import ApiError
+from ..schemas import EventList, Limits, RunCreate, RunList, ThreadRunCreate
+from ..sse import event_stream, sse_response
+from .agents import check_agent_fields
+
+router = APIRouter(tags=["runs"])
+
+SSE = "text/event-stream"
+RUN_CREATED = {201: {"model": Run, "content": {SSE: {}}, "description": "The run, or its event stream"}}
+
+
+def _check_limits(body: ThreadRunCreate) -> None:
+    if len(body.message.encode()) > Limits.MESSAGE_BYTES:
+        raise PayloadTooLarge(f"message is larger than {Limits.MESSAGE_BYTES // 1024} KB", field="message")
+    if len(json.dumps(body.metadata).encode()) > Limits.METADATA_BYTES:
+        raise PayloadTooLarge(f"metadata is larger than {Limits.METADATA_BYTES // 1024} KB as JSON", field="metadata")
+
+
+async def _resolve_agent(request: Request, conn: Any, org: str, body: ThreadRunCreate) -> dict[str, Any]:
+    if body.agent_id is not None:
+        return await agents.get(conn, org, body.agent_id)
+    if body.name is None:
+        raise InvalidInput("agent_id is required (or name and instructions to find or create an agent)", field="agent_id")
+    found = await agents.find_by_name(conn, org, body.name)
+    if found is not None:
+        return found
+    if body.instructions is None:
+        raise InvalidInput(f"no agent named {body.name!r}: pass instructions to create it", field="instructions")
+    try:
+        return await agents.create(conn, org, {"name": body.name, "instructions": body.instructions})
+    except Conflict:  # created concurrently by another request
+        found = await agents.find_by_name(conn, org, body.name)
+        if found is None:
+            raise
+        return found
+
+
+async def _create_run(
+    request: Request, org: str, body: ThreadRunCreate, thread_id: str | None, idempotency_key: str | None
+) -> Any:
+    _check_limits(body)
+    check_agent_fields(request, {"tools": body.tools, "model": body.model, "metadata": body.metadata})
+    store = request.app.state.store
+    async with store.tx() as tx:
+        agent = await _resolve_agent(request, tx.conn, org, body)
+        run = await runs.create(
+            tx,
+            org,
+            agent=agent,
+            message=body.message,
+            thread_id=thread_id,
+            tools=body.tools,
+            model=body.model,
+            user_id=body.user_id,
+            metadata=body.metadata,
+            idempotency_key=idempotency_key,
+            request_body={**body.model_dump(), "thread_id": thread_id},
+        )
+    if body.stream:
+        return sse_response(event_stream(store, org, run["id"], 0), status_code=201)
+    return JSONResponse(Run.model_validate(run).model_dump(mode="json"), status_code=201)
+
+
+IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255)
+
+
+@router.post("/v1/runs", status_code=201, response_model=Run, responses=RUN_CREATED)
+async def create_run(
+    body: RunCreate, request: Request, org: str = Depends(org_id), idempotency_key: str | None = IdempotencyKey
+) -> Any:
+    """Start a run. With `stream: true` the response is the run's SSE stream."""
+    return await _create_run(request, org, body, body.thread_id, idempotency_key)
+
+
+@router.post("/v1/threads/{thread_id}/runs", status_code=201, response_model=Run, responses=RUN_CREATED)
+async def create_thread_run(
+    thread_id: str,
+    body: ThreadRunCreate,
+    request: Request,
+    org: str = Depends(org_id),
+    idempotency_key: str | None = IdempotencyKey,
+) -> Any:
+    return await _create_run(request, org, body, thread_id, idempotency_key)
+
+
+@router.get("/v1/threads/{thread_id}/runs", response_model=RunList)
+async def list_thread_runs(
+    thread_id: str,
+    request: Request,
+    org: str = Depends(org_id),
+    limit: int = Query(20, ge=1, le=Limits.PAGE_MAX),
+    before: str | None = Query(None, max_length=200),
+    after: str | None = Query(None, max_length=200),
+) -> dict[str, Any]:
+    async with request.app.state.store.read() as conn:
+        await threads.get(conn, org, thread_id)
+        data, has_more, cursor = await runs.list_(conn, org, limit=limit, before=before, after=after, thread_id=thread_id)
+    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+
+
+def _metadata_filters(request: Request) -> dict[str, str]:
+    filters = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            name = key[len("metadata[") : -1]
+            if not name or len(name) > 100:
+                raise InvalidInput("metadata filters look like metadata[key]=value", field=key)
+            filters[name] = value
+    return filters
+
+
+@router.get("/v1/runs", response_model=RunList)
+async def list_runs(
+    request: Request,
+    org: str = Depends(org_id),
+    limit: int = Query(20, ge=1, le=Limits.PAGE_MAX),
+    before: str | None = Query(None, max_length=200),
+    after: str | None = Query(None, max_length=200),
+    agent_id: str | None = Query(None, max_length=40),
+    thread_id: str | None = Query(None, max_length=40),
+    user_id: str | None = Query(None, max_length=200),
+    status: list[RunStatus] | None = Query(None),
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> dict[str, Any]:
+    """Runs of the caller's org, newest first. Filter by `metadata[key]=value` too."""
+    async with request.app.state.store.read() as conn:
+        data, has_more, cursor = await runs.list_(
+            conn, org, limit=limit, before=before, after=after, agent_id=agent_id, thread_id=thread_id,
+            user_id=user_id, statuses=status, metadata=_metadata_filters(request),
+            created_after=created_after, created_before=created_before,
+        )
+    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+
+
+@router.get("/v1/runs/{run_id}", response_model=Run)
+async def get_run(run_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    async with request.app.state.store.read() as conn:
+        return await runs.get(conn, org, run_id)
+
+
+@router.get("/v1/runs/{run_id}/wait", response_model=Run)
+async def wait_run(
+    run_id: str,
+    request: Request,
+    org: str = Depends(org_id),
+    timeout: float = Query(30.0, ge=0, le=60, description="Seconds to wait for a terminal status."),
+) -> dict[str, Any]:
+    """Long-poll: returns once the run is terminal or `timeout` passes, with the run as it is."""
+    store = request.app.state.store
+    deadline = time.monotonic() + timeout
+    with store.bus.subscribe(f"run:{run_id}") as sub:
+        while True:
+            async with store.read() as conn:
+                run = await runs.get(conn, org, run_id)
+            remaining = deadline - time.monotonic()
+            if RunStatus(run["status"]).is_terminal or remaining <= 0:
+                return run
+            while remaining > 0:
+                message = await sub.get(timeout=remaining)
+                if message is None or any(e["type"] in TERMINAL_EVENT_TYPES for e in message):  # type: ignore[attr-defined]
+                    break
+                remaining = deadline - time.monotonic()
+
+
+async def _cancel(run_id: str, request: Request, org: str) -> dict[str, Any]:
+    async with request.app.state.store.tx() as tx:
+        return await runs.request_cancel(tx, org, run_id)
+
+
+@router.post("/v1/runs/{run_id}/cancel", response_model=Run)
+async def cancel_run(run_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    """Cancel a pending, running or waiting run; 409 when it already ended."""
+    return await _cancel(run_id, request, org)
+
+
+@router.post("/v1/runs/{run_id}:cancel", response_model=Run, include_in_schema=False)
+async def cancel_run_colon(run_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    return await _cancel(run_id, request, org)
+
+
+@router.get("/v1/runs/{run_id}/events", response_model=EventList, responses={200: {"content": {SSE: {}}}})
+async def run_events(
+    run_id: str,
+    request: Request,
+    org: str = Depends(org_id),
+    after_seq: int | None = Query(None, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    last_event_id: str | None = Header(None, alias="Last-Event-ID", max_length=20),
+) -> Any:
+    """The run's events: SSE with `Accept: text/event-stream`, else a JSON page after `after_seq`."""
+    cursor = after_seq
+    if cursor is None and last_event_id:
+        if not last_event_id.isdigit():
+            raise ApiError(400, "bad_request", "Last-Event-ID must be an event seq", field="Last-Event-ID")
+        cursor = int(last_event_id)
+    cursor = cursor or 0
+    store = request.app.state.store
+    async with store.read() as conn:
+        await runs.get(conn, org, run_id)
+        if SSE not in request.headers.get("accept", ""):
+            batch = await events.read(conn, run_id, after_seq=cursor, limit=limit + 1)
+            has_more = len(batch) > limit
+            batch = batch[:limit]
+            return {"data": batch, "has_more": has_more, "next_cursor": str(batch[-1]["seq"]) if has_more else None}
+    return sse_response(event_stream(store, org, run_id, cursor))

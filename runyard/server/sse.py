@@ -1,0 +1,90 @@
+"""Server-sent events of one run: backlog from the store, then live from the bus.
+
+Order matters: subscribe first, then read the backlog after the cursor, then go live,
+dropping seq ≤ last sent. On overflow or a gap the handler re-reads the store, so the
+client sees every event exactly once, in order, whatever the bus does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from ..domain import TERMINAL_EVENT_TYPES
+from ..store import events, runs
+from ..store.db import Store
+
+__all__ = ["HEARTBEAT_SECONDS", "event_stream", "format_events", "sse_response"]
+
+HEARTBEAT_SECONDS = 15.0
+READ_BATCH = 1000
+
+
+def format_events(batch: list[dict[str, Any]]) -> bytes:
+    return "".join(
+        f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n" for e in batch
+    ).encode()
+
+
+async def event_stream(
+    store: Store, org_id: str, run_id: str, after_seq: int, *, heartbeat: float = HEARTBEAT_SECONDS
+) -> AsyncIterator[bytes]:
+    sub = store.bus.subscribe(f"run:{run_id}", maxsize=4096)
+    try:
+        last = after_seq
+        terminal = False
+
+        async def catch_up() -> AsyncIterator[list[dict[str, Any]]]:
+            nonlocal last, terminal
+            while True:
+                async with store.read() as conn:
+                    batch = await events.read(conn, run_id, after_seq=last, limit=READ_BATCH)
+                if batch:
+                    last = batch[-1]["seq"]
+                    terminal = batch[-1]["type"] in TERMINAL_EVENT_TYPES
+                    yield batch
+                if len(batch) < READ_BATCH or terminal:
+                    return
+
+        async for batch in catch_up():
+            yield format_events(batch)
+        if terminal:
+            return
+        async with store.read() as conn:
+            run = await runs.get(conn, org_id, run_id)
+        if run["status"] in ("completed", "failed", "cancelled") and run["last_seq"] <= last:
+            return
+        while not terminal:
+            message = await sub.get(timeout=heartbeat)
+            if message is None:
+                yield b": ping\n\n"
+                continue
+            batch = [e for m in (message, *sub.drain()) for e in m]  # type: ignore[union-attr]
+            fresh = [e for e in batch if e["seq"] > last]
+            if sub.overflowed or (fresh and fresh[0]["seq"] != last + 1) or not _contiguous(fresh):
+                sub.overflowed = False
+                async for stored in catch_up():
+                    yield format_events(stored)
+                continue
+            if fresh:
+                last = fresh[-1]["seq"]
+                terminal = fresh[-1]["type"] in TERMINAL_EVENT_TYPES
+                yield format_events(fresh)
+    finally:
+        sub.close()
+
+
+def _contiguous(batch: list[dict[str, Any]]) -> bool:
+    return all(b["seq"] == a["seq"] + 1 for a, b in zip(batch, batch[1:]))
+
+
+def sse_response(stream: AsyncIterator[bytes], status_code: int = 200) -> StreamingResponse:
+    return StreamingResponse(
+        stream,
+        status_code=status_code,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

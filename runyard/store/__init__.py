@@ -1,0 +1,1 @@
+"""The store: the source of truth (SQLite or PostgreSQL through SQLAlchemy Core)."""

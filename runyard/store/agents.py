@@ -1,0 +1,89 @@
+"""Agents: an org's named LLM + instructions + tools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .db import utcnow
+from .errors import Conflict, NotFound
+from .ids import new_id
+from .pages import finish, page
+from .schema import agents
+
+__all__ = ["create", "delete_", "find_by_name", "get", "list_", "to_dict", "update_"]
+
+FIELDS = (
+    "name",
+    "instructions",
+    "model",
+    "tools",
+    "input_description",
+    "output_description",
+    "input_schema",
+    "output_schema",
+    "metadata",
+)
+
+
+def to_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "object": "agent", **{f: getattr(row, f) for f in FIELDS},
+            "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+async def create(conn: AsyncConnection, org_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    now = utcnow()
+    values = {
+        "id": new_id("agt"), "org_id": org_id, "instructions": "", "model": "scripted", "tools": [],
+        "metadata": {}, **fields, "created_at": now, "updated_at": now,
+    }
+    try:
+        async with conn.begin_nested():
+            await conn.execute(insert(agents).values(**values))
+    except IntegrityError:
+        raise Conflict(f"an agent named {fields['name']!r} already exists", field="name") from None
+    return await get(conn, org_id, values["id"])
+
+
+async def get(conn: AsyncConnection, org_id: str, agent_id: str) -> dict[str, Any]:
+    row = (await conn.execute(select(agents).where(agents.c.id == agent_id, agents.c.org_id == org_id))).one_or_none()
+    if row is None:
+        raise NotFound.of("agent", agent_id)
+    return to_dict(row)
+
+
+async def find_by_name(conn: AsyncConnection, org_id: str, name: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(agents).where(agents.c.org_id == org_id, agents.c.name == name))).one_or_none()
+    return to_dict(row) if row is not None else None
+
+
+async def list_(
+    conn: AsyncConnection, org_id: str, *, limit: int, before: str | None = None, after: str | None = None
+) -> tuple[list[dict[str, Any]], bool, str | None]:
+    query, ascending = page(select(agents).where(agents.c.org_id == org_id), agents, limit=limit, before=before, after=after)
+    rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
+    return [to_dict(r) for r in rows], has_more, cursor
+
+
+async def update_(conn: AsyncConnection, org_id: str, agent_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    await get(conn, org_id, agent_id)
+    if fields:
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    update(agents)
+                    .where(agents.c.id == agent_id, agents.c.org_id == org_id)
+                    .values(**fields, updated_at=utcnow())
+                )
+        except IntegrityError:
+            raise Conflict(f"an agent named {fields.get('name')!r} already exists", field="name") from None
+    return await get(conn, org_id, agent_id)
+
+
+async def delete_(conn: AsyncConnection, org_id: str, agent_id: str) -> None:
+    result = await conn.execute(delete(agents).where(agents.c.id == agent_id, agents.c.org_id == org_id))
+    if result.rowcount == 0:
+        raise NotFound.of("agent", agent_id)

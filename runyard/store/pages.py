@@ -1,0 +1,51 @@
+"""Opaque list cursors and the one page query shared by every list endpoint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from sqlalchemy import Select, Table
+
+from .errors import InvalidInput
+
+__all__ = ["decode_cursor", "encode_cursor", "finish", "page"]
+
+
+def encode_cursor(id: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith("v1:") or len(raw) > 80:
+        raise InvalidInput(f"{field} is not a cursor this server issued", field=field)
+    return raw[3:]
+
+
+def page(
+    query: Select, table: Table, *, limit: int, before: str | None, after: str | None
+) -> tuple[Select, Any]:
+    """Newest first: `before` pages to older items, `after` to newer ones (ids sort by time)."""
+    id_col = table.c.id
+    if before is not None:
+        query = query.where(id_col < decode_cursor(before, "before"))
+    if after is not None:
+        query = query.where(id_col > decode_cursor(after, "after"))
+        return query.order_by(id_col.asc()).limit(limit + 1), True
+    return query.order_by(id_col.desc()).limit(limit + 1), False
+
+
+def finish(rows: list[Any], *, limit: int, ascending: bool) -> tuple[list[Any], bool, str | None]:
+    """Trim the extra row `page` asked for; `next_cursor` continues in the same direction
+    (pass it as `before` after a `before` page, as `after` after an `after` page)."""
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if rows and has_more else None
+    if ascending:
+        rows.reverse()
+    return rows, has_more, next_cursor

@@ -1,0 +1,130 @@
+"""The run queue: claim, renew, release and reap, fenced by `(worker_id, attempt)`.
+
+    pending ──claim──► running ──finish──► completed | failed | cancelled
+       ▲                  │
+       └──release/reap────┘   (lease expired or worker shut down; attempt+1 at the next claim)
+                              (past max_attempts the reaper fails the run instead)
+
+A lease is `(worker_id, attempt, lease_until)`. `lease_until` is epoch seconds on the
+database's clock, so workers on machines with skewed clocks agree on who holds a run; a
+worker's own clock is only trusted to schedule its heartbeats, well inside the lease.
+Every write a worker makes for a run matches its fence (`events.append(fence=…)`); a write
+that matches nothing raises `LeaseLost` and the worker drops the run without touching it.
+On failure: a crashed worker's runs are reaped when their lease expires; a worker that
+loses its connection stops renewing and its runs go to whoever claims them next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from ..domain import RunStatus
+from . import events
+from .db import Tx, utcnow
+from .errors import LeaseLost
+from .events import Fence
+from .schema import runs
+
+__all__ = ["claim", "reap_expired", "release", "renew"]
+
+
+async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> list[tuple[Any, Fence]]:
+    """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
+    # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
+    # queueing behind it; SQLite has one writer, so it simply runs this serially.
+    candidates = (
+        select(runs.c.id, runs.c.attempt)
+        .where(runs.c.status == RunStatus.PENDING.value)
+        .order_by(runs.c.status, runs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for row in (await tx.conn.execute(candidates)).all():
+        attempt = row.attempt + 1
+        await events.append(
+            tx,
+            row.id,
+            [("run.started", {"attempt": attempt, "worker_id": worker_id})],
+            to=RunStatus.RUNNING,
+            changes={
+                "attempt": attempt,
+                "worker_id": worker_id,
+                "lease_until": tx.store.db_now() + lease_seconds,
+                "started_at": func.coalesce(runs.c.started_at, utcnow()),
+            },
+        )
+        claimed.append(row.id)
+    if not claimed:
+        return []
+    rows = (await tx.conn.execute(select(runs).where(runs.c.id.in_(claimed)))).all()
+    return [(r, Fence(worker_id, r.attempt)) for r in rows]
+
+
+async def renew(tx: Tx, run_id: str, fence: Fence, *, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether a cancel was requested. Raises LeaseLost."""
+    result = await tx.conn.execute(
+        update(runs)
+        .where(
+            runs.c.id == run_id,
+            runs.c.worker_id == fence.worker_id,
+            runs.c.attempt == fence.attempt,
+            runs.c.status == RunStatus.RUNNING.value,
+        )
+        .values(lease_until=tx.store.db_now() + lease_seconds)
+        .returning(runs.c.cancel_requested)
+    )
+    row = result.one_or_none()
+    if row is None:
+        raise LeaseLost(f"run {run_id}: lease of attempt {fence.attempt} lost")
+    return bool(row.cancel_requested)
+
+
+async def release(tx: Tx, run_id: str, fence: Fence, *, reason: str) -> None:
+    """Give a running run back to the queue at once (graceful shutdown)."""
+    await events.append(
+        tx,
+        run_id,
+        [("run.requeued", {"reason": reason, "attempt": fence.attempt})],
+        to=RunStatus.PENDING,
+        changes={"worker_id": None, "lease_until": None},
+        fence=fence,
+    )
+    tx.publish_after_commit("queue", run_id)
+
+
+def decide(attempt: int, max_attempts: int) -> RunStatus:
+    """What an expired lease turns into: another try, or failure once attempts are spent."""
+    return RunStatus.FAILED if attempt >= max_attempts else RunStatus.PENDING
+
+
+async def reap_expired(tx: Tx, *, max_attempts: int, all_running: bool = False) -> tuple[int, int]:
+    """Requeue (or fail) running runs whose lease expired; returns (requeued, failed).
+
+    `all_running` treats every running run as expired: an embedded server at startup knows
+    no other process holds SQLite runs.
+    """
+    query = select(runs.c.id, runs.c.attempt, runs.c.output, runs.c.usage).where(
+        runs.c.status == RunStatus.RUNNING.value
+    )
+    if not all_running:
+        query = query.where(runs.c.lease_until < tx.store.db_now())
+    requeued = failed = 0
+    for row in (await tx.conn.execute(query.with_for_update(skip_locked=True))).all():
+        if decide(row.attempt, max_attempts) is RunStatus.FAILED:
+            error = f"run exceeded max_attempts ({max_attempts}): its worker stopped renewing the lease"
+            await events.append(
+                tx, row.id, [("run.failed", {"error": error, "usage": row.usage})],
+                to=RunStatus.FAILED, changes={"error": error, "worker_id": None, "lease_until": None},
+            )
+            failed += 1
+        else:
+            await events.append(
+                tx, row.id, [("run.requeued", {"reason": "lease expired", "attempt": row.attempt})],
+                to=RunStatus.PENDING, changes={"worker_id": None, "lease_until": None},
+            )
+            tx.publish_after_commit("queue", row.id)
+            requeued += 1
+    return requeued, failed

@@ -1,0 +1,182 @@
+"""Runs: creation (with idempotency), reads, lists and cancel requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..domain import RunStatus
+from . import events, threads
+from .db import Tx, utcnow
+from .errors import IdempotencyConflict, InvalidTransition, NotFound
+from .ids import new_id
+from .pages import finish, page
+from .schema import idempotency_keys, runs
+
+__all__ = ["create", "get", "list_", "request_cancel", "to_dict"]
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+EMPTY_USAGE = {
+    "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+    "reasoning_tokens": 0, "requests": 0, "tool_calls": 0, "cost_usd": None,
+}
+
+_PUBLIC = (
+    "id", "agent_id", "thread_id", "status", "original_prompt", "output", "error", "user_id", "metadata",
+    "model", "usage", "created_at", "started_at", "completed_at", "failed_at", "cancelled_at", "attempt",
+    "trace_id", "last_seq",
+)
+
+
+def to_dict(row: Any) -> dict[str, Any]:
+    run = {f: getattr(row, f) for f in _PUBLIC}
+    run["object"] = "run"
+    run["tools"] = row.config.get("tools", [])
+    end = row.completed_at or row.failed_at or row.cancelled_at
+    run["duration_ms"] = int((end - row.started_at).total_seconds() * 1000) if end and row.started_at else None
+    return run
+
+
+async def create(
+    tx: Tx,
+    org_id: str,
+    *,
+    agent: dict[str, Any],
+    message: str,
+    thread_id: str | None,
+    tools: list[str] | None,
+    model: str | None,
+    user_id: str | None,
+    metadata: dict[str, Any],
+    idempotency_key: str | None = None,
+    request_body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Queue a new run (with its `run.queued` event), or return the one this idempotency key made."""
+    conn = tx.conn
+    if idempotency_key is not None:
+        body_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
+        existing = await _idempotent_run(conn, org_id, idempotency_key, body_hash)
+        if existing is not None:
+            return existing
+    if thread_id is None:
+        thread_id = (await threads.create(conn, org_id, user_id=user_id))["id"]
+    else:
+        await threads.get(conn, org_id, thread_id)
+    # The run keeps the agent's configuration as it was when queued: editing the agent later
+    # must not change a run in flight (nor one resumed after a crash).
+    config = {
+        "instructions": agent["instructions"],
+        "tools": list(agent["tools"] if tools is None else tools),
+        "output_schema": agent["output_schema"],
+        "script": metadata.get("script", agent["metadata"].get("script")),
+    }
+    run_id = new_id("run")
+    values = {
+        "id": run_id, "org_id": org_id, "agent_id": agent["id"], "thread_id": thread_id,
+        "status": RunStatus.PENDING.value, "original_prompt": message, "config": config, "user_id": user_id,
+        "metadata": metadata, "model": model or agent["model"], "usage": EMPTY_USAGE, "created_at": utcnow(),
+        "attempt": 0, "cancel_requested": False, "trace_id": secrets.token_hex(16), "last_seq": 0,
+    }
+    await conn.execute(insert(runs).values(**values))
+    await events.append(tx, run_id, [("run.queued", {"agent_id": agent["id"], "thread_id": thread_id})])
+    if idempotency_key is not None:
+        await conn.execute(
+            insert(idempotency_keys).values(
+                org_id=org_id, key=idempotency_key, body_hash=body_hash, run_id=run_id, created_at=utcnow()
+            )
+        )
+    tx.publish_after_commit("queue", run_id)
+    return await get(conn, org_id, run_id)
+
+
+async def _idempotent_run(conn: AsyncConnection, org_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(
+            select(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+        await conn.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
+        )
+        return None
+    if row.body_hash != body_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body", field="Idempotency-Key"
+        )
+    return await get(conn, org_id, row.run_id)
+
+
+async def get(conn: AsyncConnection, org_id: str, run_id: str, *, lock: bool = False) -> dict[str, Any]:
+    query = select(runs).where(runs.c.id == run_id, runs.c.org_id == org_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).one_or_none()
+    if row is None:
+        raise NotFound.of("run", run_id)
+    return to_dict(row)
+
+
+async def list_(
+    conn: AsyncConnection,
+    org_id: str,
+    *,
+    limit: int,
+    before: str | None = None,
+    after: str | None = None,
+    agent_id: str | None = None,
+    thread_id: str | None = None,
+    user_id: str | None = None,
+    statuses: list[RunStatus] | None = None,
+    metadata: dict[str, str] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> tuple[list[dict[str, Any]], bool, str | None]:
+    query = select(runs).where(runs.c.org_id == org_id)
+    if agent_id is not None:
+        query = query.where(runs.c.agent_id == agent_id)
+    if thread_id is not None:
+        query = query.where(runs.c.thread_id == thread_id)
+    if user_id is not None:
+        query = query.where(runs.c.user_id == user_id)
+    if statuses:
+        query = query.where(runs.c.status.in_([s.value for s in statuses]))
+    for key, value in (metadata or {}).items():
+        query = query.where(runs.c.metadata[key].as_string() == value)
+    if created_after is not None:
+        query = query.where(runs.c.created_at > created_after)
+    if created_before is not None:
+        query = query.where(runs.c.created_at < created_before)
+    query, ascending = page(query, runs, limit=limit, before=before, after=after)
+    rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
+    return [to_dict(r) for r in rows], has_more, cursor
+
+
+async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
+    """Cancel a run: at once when pending or waiting, else flag it and signal its worker."""
+    run = await get(tx.conn, org_id, run_id, lock=True)
+    status = RunStatus(run["status"])
+    if status.is_terminal:
+        raise InvalidTransition(f"run {run_id} is {status.value}: it cannot be cancelled")
+    if status is RunStatus.RUNNING:
+        await events.append(tx, run_id, [("run.cancel_requested", {})], changes={"cancel_requested": True})
+        tx.publish_after_commit("cancel", run_id)
+    else:
+        await events.append(
+            tx,
+            run_id,
+            [("run.cancel_requested", {}), ("run.cancelled", {"output": run["output"], "usage": run["usage"]})],
+            to=RunStatus.CANCELLED,
+            changes={"cancel_requested": True, "waiting_for": None},
+        )
+    return await get(tx.conn, org_id, run_id)
+
+
+async def set_fields(conn: AsyncConnection, run_id: str, **values: Any) -> None:
+    await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))

@@ -1,0 +1,211 @@
+"""The schema: one SQLAlchemy Core MetaData for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ..domain import RunStatus
+
+__all__ = [
+    "agents",
+    "api_keys",
+    "checkpoints",
+    "events",
+    "idempotency_keys",
+    "metadata",
+    "orgs",
+    "runs",
+    "threads",
+    "tool_calls",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, so both dialects agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+_statuses = ", ".join(f"'{s.value}'" for s in RunStatus)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("instructions", Text, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tools", Json, nullable=False),
+    Column("input_description", Text),
+    Column("output_description", Text),
+    Column("input_schema", Json),
+    Column("output_schema", Json),
+    Column("metadata", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("org_id", "name"),
+)
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("user_id", String(200)),
+    Column("metadata", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "org_id", "id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    # No foreign key: deleting an agent keeps its runs' history.
+    Column("agent_id", String(40), nullable=False),
+    Column("thread_id", String(40), ForeignKey("threads.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("waiting_for", String(16)),
+    Column("original_prompt", Text, nullable=False),
+    Column("config", Json, nullable=False),
+    Column("output", Json),
+    Column("error", Text),
+    Column("user_id", String(200)),
+    Column("metadata", Json, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("usage", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("failed_at", UTCDateTime),
+    Column("cancelled_at", UTCDateTime),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("worker_id", String(80)),
+    # Epoch seconds on the database's clock (never a worker's).
+    Column("lease_until", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    CheckConstraint(f"status IN ({_statuses})", name="status"),
+    CheckConstraint(
+        "(status IN ('completed', 'failed', 'cancelled')) = "
+        "(completed_at IS NOT NULL OR failed_at IS NOT NULL OR cancelled_at IS NOT NULL)",
+        name="terminal_has_time",
+    ),
+    Index(None, "org_id", "id"),
+    Index(None, "org_id", "thread_id", "id"),
+    Index(None, "org_id", "agent_id", "id"),
+    # The claim scans pending runs oldest first; keep this index in step with its ORDER BY.
+    Index("ix_runs_claim", "status", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("run_id", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "seq"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    # pydantic-ai ModelMessagesTypeAdapter JSON: the conversation so far.
+    Column("messages", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+tool_calls = Table(
+    "tool_calls",
+    metadata,
+    Column("run_id", String(40), nullable=False),
+    Column("tool_call_id", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("args_hash", String(64), nullable=False),
+    Column("result", Json),
+    Column("is_error", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "tool_call_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("org_id", String(40), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("org_id", "key"),
+)

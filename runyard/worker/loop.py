@@ -1,0 +1,151 @@
+"""The worker: claims runs, executes them concurrently, renews leases, reaps expired ones.
+
+Woken by the bus (`queue`, `cancel`) with a poll fallback, so a lost message costs at most
+`poll_interval` of latency. Heartbeats renew every held lease at a third of its length and
+catch cancel requests whose bus message was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from ..config import Settings
+from ..store import queue
+from ..store.db import Store
+from ..store.errors import LeaseLost
+from .executor import CancelReason, RunHandle, execute
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("runyard.worker")
+
+CLAIM_BATCH = 50
+
+
+class Worker:
+    def __init__(self, store: Store, settings: Settings, *, concurrency: int | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.active: dict[str, RunHandle] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, recover_all: bool = False) -> None:
+        """Start the loops. `recover_all`: requeue every running run first (embedded SQLite restart)."""
+        if recover_all:
+            async with self.store.tx() as tx:
+                requeued, failed = await queue.reap_expired(
+                    tx, max_attempts=self.settings.max_attempts, all_running=True
+                )
+            if requeued or failed:
+                log.info("recovered %d runs, failed %d past max_attempts", requeued, failed)
+        self._queue_sub = self.store.bus.subscribe("queue", maxsize=10_000)
+        self._cancel_sub = self.store.bus.subscribe("cancel", maxsize=10_000)
+        for loop in (self._claim_loop, self._wake_loop, self._cancel_loop, self._heartbeat_loop):
+            self._tasks.append(asyncio.create_task(loop(), name=f"runyard-worker-{loop.__name__}"))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running runs finish for `grace` seconds, then hand the rest back."""
+        self._stopping = True
+        self._wake.set()
+        pending = [h.task for h in self.active.values() if h.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for handle in list(self.active.values()):
+            handle.cancel(CancelReason.SHUTDOWN)
+        pending = [h.task for h in self.active.values() if h.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._queue_sub.close()
+        self._cancel_sub.close()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.concurrency - len(self.active)
+            claimed: list[Any] = []
+            if free > 0:
+                try:
+                    async with self.store.tx() as tx:
+                        claimed = await queue.claim(
+                            tx, self.worker_id, limit=min(free, CLAIM_BATCH), lease_seconds=self.settings.lease_seconds
+                        )
+                except Exception:
+                    log.exception("claim failed; retrying")
+                    await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+                    continue
+            for row, fence in claimed:
+                self._start(row, fence)
+            if claimed and len(claimed) == min(free, CLAIM_BATCH):
+                continue  # there may be more waiting
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                pass
+
+    def _start(self, row: Any, fence: Any) -> None:
+        handle = RunHandle(row.id, fence)
+        self.active[row.id] = handle
+        handle.task = asyncio.create_task(self._execute(row, handle), name=f"run-{row.id}")
+
+    async def _execute(self, row: Any, handle: RunHandle) -> None:
+        try:
+            await execute(self.store, self.settings, row, handle)
+        except Exception:
+            log.exception("run %s: executor crashed", row.id)
+        finally:
+            self.active.pop(row.id, None)
+            self._wake.set()
+
+    async def _wake_loop(self) -> None:
+        while True:
+            await self._queue_sub.get()
+            self._queue_sub.drain()
+            self._wake.set()
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            run_id = await self._cancel_sub.get()
+            handle = self.active.get(str(run_id))
+            if handle is not None:
+                handle.cancel(CancelReason.USER)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        reap_every = max(1, int(self.settings.lease_seconds / interval))
+        beats = 0
+        while True:
+            await asyncio.sleep(interval)
+            beats += 1
+            try:
+                await self.heartbeat()
+                if beats % reap_every == 0:
+                    await self.reap()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def heartbeat(self) -> None:
+        """Renew every held lease; cancel runs that lost theirs or were asked to stop."""
+        for run_id, handle in list(self.active.items()):
+            try:
+                async with self.store.tx() as tx:
+                    cancel = await queue.renew(tx, run_id, handle.fence, lease_seconds=self.settings.lease_seconds)
+            except LeaseLost:
+                handle.cancel(CancelReason.LEASE_LOST)
+                continue
+            if cancel:
+                handle.cancel(CancelReason.USER)
+
+    async def reap(self) -> tuple[int, int]:
+        async with self.store.tx() as tx:
+            return await queue.reap_expired(tx, max_attempts=self.settings.max_attempts)

@@ -1,0 +1,169 @@
+"""Model resolution: the offline `scripted` model, routes from `RUNYARD_ROUTES`, model strings.
+
+`scripted` is a test model, not an LLM: it follows a script given in the run's (or agent's)
+metadata and never touches the network. A script is a list of steps, one per model response:
+
+    {"text": "Hello" | ["Hel", "lo"], "repeat": 1,    # streamed text chunks (repeated n times)
+     "reasoning": "...",                               # a thinking part, streamed first
+     "tool_calls": [{"name": "calculator", "args": {"expression": "2+2"}}],
+     "delay": 0.5,                                     # seconds before answering
+     "error": "boom"}                                  # the model request fails with this message
+
+Without a script it echoes the task. When the script runs out it answers "done".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tomllib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, UserPromptPart
+from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
+
+from ..store.errors import InvalidInput
+
+__all__ = ["ModelError", "Prices", "ResolvedModel", "ScriptError", "load_routes", "resolve_model", "validate_script"]
+
+SCRIPTED = "scripted"
+MODEL_PREFIXES = ("openai:", "openai-chat:", "openai-responses:", "anthropic:", "ollama:", "test", "function")
+
+
+class ModelError(Exception):
+    """The model request failed in a way the run cannot recover from."""
+
+
+class ScriptError(ModelError):
+    """A scripted step asked the model to fail."""
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens, from a route: overrides genai-prices for self-hosted servers."""
+
+    input_mtok: float = 0.0
+    output_mtok: float = 0.0
+    cache_read_mtok: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int) -> float:
+        uncached = max(input_tokens - cache_read_tokens, 0)
+        return (uncached * self.input_mtok + output_tokens * self.output_mtok
+                + cache_read_tokens * self.cache_read_mtok) / 1_000_000
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    model: Model
+    name: str
+    prices: Prices | None = None
+    """None: ask genai-prices (offline snapshot); a scripted run costs nothing."""
+
+
+def validate_script(script: Any) -> None:
+    if script is None:
+        return
+    if not isinstance(script, list):
+        raise InvalidInput("metadata.script must be a list of steps", field="metadata.script")
+    for i, step in enumerate(script):
+        if not isinstance(step, dict):
+            raise InvalidInput(f"metadata.script[{i}] must be an object", field=f"metadata.script[{i}]")
+        unknown = set(step) - {"text", "repeat", "reasoning", "tool_calls", "delay", "error"}
+        if unknown:
+            raise InvalidInput(f"metadata.script[{i}] has unknown keys {sorted(unknown)}", field=f"metadata.script[{i}]")
+        for call in step.get("tool_calls") or []:
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                raise InvalidInput(f"metadata.script[{i}].tool_calls entries need a name",
+                                   field=f"metadata.script[{i}].tool_calls")
+
+
+def _step_index(messages: list[ModelMessage]) -> tuple[int, str]:
+    """Which step of the script this request is: responses since the run's task was sent."""
+    count = 0
+    for message in reversed(messages):
+        if isinstance(message, ModelResponse):
+            count += 1
+        elif isinstance(message, ModelRequest):
+            prompts = [p for p in message.parts if isinstance(p, UserPromptPart)]
+            if prompts:
+                content = prompts[-1].content
+                return count, content if isinstance(content, str) else str(content)
+    return count, ""
+
+
+def scripted_model(script: list[dict[str, Any]] | None) -> FunctionModel:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        index, task = _step_index(messages)
+        if script is None:
+            step: dict[str, Any] = {"text": f"You said: {task[:200]}" if index == 0 else "done"}
+        elif index < len(script):
+            step = script[index]
+        else:
+            step = {"text": "done"}
+        if step.get("delay"):
+            await asyncio.sleep(float(step["delay"]))
+        if step.get("error"):
+            raise ScriptError(str(step["error"]))
+        if step.get("reasoning"):
+            yield {0: DeltaThinkingPart(content=str(step["reasoning"]))}
+        text = step.get("text")
+        chunks = [text] if isinstance(text, str) else list(text or [])
+        for _ in range(int(step.get("repeat", 1))):
+            for chunk in chunks:
+                yield str(chunk)
+        for n, call in enumerate(step.get("tool_calls") or [], start=1):
+            # Deterministic ids: the tool journal keys on them across a crash and a resume.
+            yield {n: DeltaToolCall(name=call["name"], json_args=json.dumps(call.get("args", {})),
+                                    tool_call_id=f"call_{index}_{n}")}
+        if not chunks and not step.get("tool_calls") and not step.get("reasoning"):
+            yield ""
+
+    return FunctionModel(stream_function=stream, model_name=SCRIPTED)
+
+
+@lru_cache(maxsize=8)
+def load_routes(path: str | None) -> dict[str, dict[str, Any]]:
+    """Route id → config, from a TOML file of `[routes.<id>]` tables."""
+    if not path:
+        return {}
+    data = tomllib.loads(Path(path).read_text())
+    return data.get("routes", data)
+
+
+def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
+    return name == SCRIPTED or name in routes or name.startswith(MODEL_PREFIXES)
+
+
+def resolve_model(name: str, script: list[dict[str, Any]] | None, routes: dict[str, dict[str, Any]]) -> ResolvedModel:
+    if name == SCRIPTED:
+        return ResolvedModel(scripted_model(script), SCRIPTED, Prices())
+    route = routes.get(name)
+    if route is None:
+        return ResolvedModel(infer_model(name), name)
+    prices = Prices(**route["prices"]) if "prices" in route else None
+    if "base_url" not in route:
+        return ResolvedModel(infer_model(route["model"]), name, prices)
+    return ResolvedModel(_provider_model(route), name, prices)
+
+
+def _provider_model(route: dict[str, Any]) -> Model:
+    """A model behind an explicit base URL (self-hosted or a proxy); the key comes from an env var."""
+    kind, _, model_name = route["model"].partition(":")
+    api_key = os.environ.get(route["api_key_env"], "") if "api_key_env" in route else "none"
+    if kind == "anthropic":
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        return AnthropicModel(model_name, provider=AnthropicProvider(base_url=route["base_url"], api_key=api_key))
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    if kind not in ("openai", "openai-chat", "ollama"):
+        raise InvalidInput(f"route model {route['model']!r}: expected openai:, openai-chat:, ollama: or anthropic:")
+    return OpenAIChatModel(model_name, provider=OpenAIProvider(base_url=route["base_url"], api_key=api_key))
