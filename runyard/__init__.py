@@ -36,7 +36,7 @@ from ._streaming import AsyncRunStream, RunAccumulator, RunStream, ServerSentEve
 from ._types import NOT_GIVEN, NotGiven
 from .domain import Agent, Event, Run, RunStatus, Thread, Usage
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from . import _exceptions as _exc
 from ._pagination import AsyncPage, AsyncPaginator, SyncPage
 from ._types import NOT_GIVEN, NotGiven
+from ._version import __version__
 
 __all__ = ["AsyncAPIClient", "BaseClient", "RequestOptions", "SyncAPIClient"]
 
@@ -40,10 +41,6 @@ MAX_RETRY_AFTER = 60.0
 """A `Retry-After` longer than this is ignored in favour of our own backoff."""
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
-
-
-def _sdk_version() -> str:
-    return "0.1.0"
 
 
 @dataclass
@@ -195,7 +192,7 @@ class BaseClient:
     def _base_headers(self) -> dict[str, str]:
         return {
             "Accept": "application/json",
-            "User-Agent": f"runyard-python/{_sdk_version()}",
+            "User-Agent": f"runyard-python/{__version__}",
             **self._auth_headers(),
             **self._default_headers,
         }
