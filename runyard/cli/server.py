@@ -13,6 +13,13 @@ from ..config import Settings, get_settings
 __all__ = ["register"]
 
 
+def _store(settings: Settings) -> Any:
+    from ..bus import create_bus
+    from ..store.db import Store, create_engine
+
+    return Store(create_engine(settings.database_url), create_bus())
+
+
 def _settings(**overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     return get_settings().model_copy(update=values) if values else get_settings()
@@ -74,15 +81,14 @@ def worker(
 
 def migrate() -> None:
     """Apply database migrations (SQLite or PostgreSQL, from RUNYARD_DATABASE_URL)."""
-    from ..store.db import create_engine
     from ..store.migrate import upgrade
 
     settings = get_settings()
 
     async def main() -> None:
-        engine = create_engine(settings.database_url)
-        await upgrade(engine)
-        await engine.dispose()
+        store = _store(settings)
+        await upgrade(store)
+        await store.close()
 
     asyncio.run(main())
     typer.echo(f"migrated {settings.database_url}")
@@ -98,18 +104,17 @@ def keys_create(
 ) -> None:
     """Create an API key for an org and print it (it is stored hashed: copy it now)."""
     from ..store import keys
-    from ..store.db import create_engine
     from ..store.migrate import upgrade
 
     settings = get_settings()
 
     async def main() -> str:
-        engine = create_engine(settings.database_url)
-        if engine.dialect.name == "sqlite":
-            await upgrade(engine)
-        async with engine.begin() as conn:
-            key = await keys.create_key(conn, org, name=name)
-        await engine.dispose()
+        store = _store(settings)
+        if store.is_sqlite:
+            await upgrade(store)
+        async with store.tx() as tx:
+            key = await keys.create_key(tx.conn, org, name=name)
+        await store.close()
         return key
 
     typer.echo(asyncio.run(main()))

@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
         if store.is_sqlite:
             from ..store.migrate import upgrade
 
-            await upgrade(store.engine)
+            await upgrade(store)
         app.state.store = store
         app.state.settings = settings
         app.state.key_cache = {}

@@ -6,9 +6,8 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import utcnow
+from .db import Conn, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
 from .pages import finish, page
@@ -34,7 +33,7 @@ def to_dict(row: Any) -> dict[str, Any]:
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
-async def create(conn: AsyncConnection, org_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+async def create(conn: Conn, org_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     now = utcnow()
     values = {
         "id": new_id("agt"), "org_id": org_id, "instructions": "", "model": "scripted", "tools": [],
@@ -48,27 +47,27 @@ async def create(conn: AsyncConnection, org_id: str, fields: dict[str, Any]) -> 
     return await get(conn, org_id, values["id"])
 
 
-async def get(conn: AsyncConnection, org_id: str, agent_id: str) -> dict[str, Any]:
+async def get(conn: Conn, org_id: str, agent_id: str) -> dict[str, Any]:
     row = (await conn.execute(select(agents).where(agents.c.id == agent_id, agents.c.org_id == org_id))).one_or_none()
     if row is None:
         raise NotFound.of("agent", agent_id)
     return to_dict(row)
 
 
-async def find_by_name(conn: AsyncConnection, org_id: str, name: str) -> dict[str, Any] | None:
+async def find_by_name(conn: Conn, org_id: str, name: str) -> dict[str, Any] | None:
     row = (await conn.execute(select(agents).where(agents.c.org_id == org_id, agents.c.name == name))).one_or_none()
     return to_dict(row) if row is not None else None
 
 
 async def list_(
-    conn: AsyncConnection, org_id: str, *, limit: int, before: str | None = None, after: str | None = None
+    conn: Conn, org_id: str, *, limit: int, before: str | None = None, after: str | None = None
 ) -> tuple[list[dict[str, Any]], bool, str | None]:
     query, ascending = page(select(agents).where(agents.c.org_id == org_id), agents, limit=limit, before=before, after=after)
     rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
     return [to_dict(r) for r in rows], has_more, cursor
 
 
-async def update_(conn: AsyncConnection, org_id: str, agent_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+async def update_(conn: Conn, org_id: str, agent_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     await get(conn, org_id, agent_id)
     if fields:
         try:
@@ -83,7 +82,7 @@ async def update_(conn: AsyncConnection, org_id: str, agent_id: str, fields: dic
     return await get(conn, org_id, agent_id)
 
 
-async def delete_(conn: AsyncConnection, org_id: str, agent_id: str) -> None:
+async def delete_(conn: Conn, org_id: str, agent_id: str) -> None:
     result = await conn.execute(delete(agents).where(agents.c.id == agent_id, agents.c.org_id == org_id))
     if result.rowcount == 0:
         raise NotFound.of("agent", agent_id)

@@ -7,20 +7,19 @@ import json
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import utcnow
+from .db import Conn, utcnow
 from .schema import checkpoints, tool_calls
 
 __all__ = ["args_hash", "journaled", "load", "record_tool", "save"]
 
 
-async def load(conn: AsyncConnection, run_id: str) -> str | None:
+async def load(conn: Conn, run_id: str) -> str | None:
     row = (await conn.execute(select(checkpoints.c.messages).where(checkpoints.c.run_id == run_id))).one_or_none()
     return row.messages if row is not None else None
 
 
-async def save(conn: AsyncConnection, run_id: str, attempt: int, messages: str) -> None:
+async def save(conn: Conn, run_id: str, attempt: int, messages: str) -> None:
     """Write the conversation so far; call inside the fenced transaction that appends events."""
     now = utcnow()
     result = await conn.execute(
@@ -34,7 +33,7 @@ def args_hash(args: Any) -> str:
     return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def journaled(conn: AsyncConnection, run_id: str, tool_call_id: str) -> Any | None:
+async def journaled(conn: Conn, run_id: str, tool_call_id: str) -> Any | None:
     """The journal entry of a tool call that already ran, or None."""
     row = (
         await conn.execute(
@@ -47,7 +46,7 @@ async def journaled(conn: AsyncConnection, run_id: str, tool_call_id: str) -> An
 
 
 async def record_tool(
-    conn: AsyncConnection, run_id: str, tool_call_id: str, name: str, args: Any, result: Any, *, is_error: bool
+    conn: Conn, run_id: str, tool_call_id: str, name: str, args: Any, result: Any, *, is_error: bool
 ) -> None:
     await conn.execute(
         insert(tool_calls).values(

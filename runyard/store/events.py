@@ -14,10 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain import RunStatus
-from .db import Tx, utcnow
+from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
 from .schema import events, runs
 
@@ -107,7 +106,7 @@ async def append(
     return envelopes
 
 
-async def read(conn: AsyncConnection, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+async def read(conn: Conn, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
     """Committed events after `after_seq`, in seq order."""
     rows = await conn.execute(
         select(events.c.seq, events.c.type, events.c.data, events.c.created_at)

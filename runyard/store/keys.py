@@ -6,9 +6,8 @@ import hashlib
 import secrets
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import utcnow
+from .db import Conn, utcnow
 from .ids import new_id
 from .schema import api_keys, orgs
 
@@ -25,7 +24,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def ensure_org(conn: AsyncConnection, name: str) -> str:
+async def ensure_org(conn: Conn, name: str) -> str:
     row = (await conn.execute(select(orgs.c.id).where(orgs.c.name == name))).one_or_none()
     if row is not None:
         return row.id
@@ -34,7 +33,7 @@ async def ensure_org(conn: AsyncConnection, name: str) -> str:
     return org_id
 
 
-async def create_key(conn: AsyncConnection, org_name: str, *, key: str | None = None, name: str = "admin") -> str:
+async def create_key(conn: Conn, org_name: str, *, key: str | None = None, name: str = "admin") -> str:
     """Create a key in the named org (created if missing) and return the plain key."""
     org_id = await ensure_org(conn, org_name)
     key = key or new_key()
@@ -46,10 +45,10 @@ async def create_key(conn: AsyncConnection, org_name: str, *, key: str | None = 
     return key
 
 
-async def org_for_key(conn: AsyncConnection, key: str) -> str | None:
+async def org_for_key(conn: Conn, key: str) -> str | None:
     row = (await conn.execute(select(api_keys.c.org_id).where(api_keys.c.key_hash == hash_key(key)))).one_or_none()
     return row.org_id if row is not None else None
 
 
-async def count(conn: AsyncConnection) -> int:
+async def count(conn: Conn) -> int:
     return (await conn.execute(select(func.count()).select_from(api_keys))).scalar_one()

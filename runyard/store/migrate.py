@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine
+from .db import Engine, Store
 
 __all__ = ["alembic_config", "upgrade"]
 
@@ -21,11 +21,13 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(target: Engine | Store, revision: str = "head") -> None:
+    """Migrate the database of a Store (or of a bare engine from `create_engine`)."""
+
     def run(connection: object) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    store = target if isinstance(target, Store) else Store(target, bus=None)  # type: ignore[arg-type]
+    await store.run_sync(run)

@@ -9,11 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain import RunStatus
 from . import events, threads
-from .db import Tx, utcnow
+from .db import Conn, Tx, utcnow
 from .errors import IdempotencyConflict, InvalidTransition, NotFound
 from .ids import new_id
 from .pages import finish, page
@@ -95,7 +94,7 @@ async def create(
     return await get(conn, org_id, run_id)
 
 
-async def _idempotent_run(conn: AsyncConnection, org_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
+async def _idempotent_run(conn: Conn, org_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
     row = (
         await conn.execute(
             select(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
@@ -115,7 +114,7 @@ async def _idempotent_run(conn: AsyncConnection, org_id: str, key: str, body_has
     return await get(conn, org_id, row.run_id)
 
 
-async def get(conn: AsyncConnection, org_id: str, run_id: str, *, lock: bool = False) -> dict[str, Any]:
+async def get(conn: Conn, org_id: str, run_id: str, *, lock: bool = False) -> dict[str, Any]:
     query = select(runs).where(runs.c.id == run_id, runs.c.org_id == org_id)
     row = (await conn.execute(query.with_for_update() if lock else query)).one_or_none()
     if row is None:
@@ -124,7 +123,7 @@ async def get(conn: AsyncConnection, org_id: str, run_id: str, *, lock: bool = F
 
 
 async def list_(
-    conn: AsyncConnection,
+    conn: Conn,
     org_id: str,
     *,
     limit: int,
@@ -178,5 +177,5 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
     return await get(tx.conn, org_id, run_id)
 
 
-async def set_fields(conn: AsyncConnection, run_id: str, **values: Any) -> None:
+async def set_fields(conn: Conn, run_id: str, **values: Any) -> None:
     await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import utcnow
+from .db import Conn, utcnow
 from .errors import NotFound
 from .ids import new_id
 from .schema import threads
@@ -21,7 +20,7 @@ def to_dict(row: Any) -> dict[str, Any]:
 
 
 async def create(
-    conn: AsyncConnection, org_id: str, *, user_id: str | None = None, metadata: dict[str, Any] | None = None
+    conn: Conn, org_id: str, *, user_id: str | None = None, metadata: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     values = {"id": new_id("thr"), "org_id": org_id, "user_id": user_id, "metadata": metadata or {},
               "created_at": utcnow()}
@@ -29,7 +28,7 @@ async def create(
     return {"object": "thread", **values}
 
 
-async def get(conn: AsyncConnection, org_id: str, thread_id: str) -> dict[str, Any]:
+async def get(conn: Conn, org_id: str, thread_id: str) -> dict[str, Any]:
     row = (
         await conn.execute(select(threads).where(threads.c.id == thread_id, threads.c.org_id == org_id))
     ).one_or_none()
