@@ -16,7 +16,7 @@ import asyncio
 import codecs
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -260,7 +260,7 @@ def reconnect_delay(attempt: int, retry_ms: int | None) -> float:
 
 def _gave_up(run_id: str | None, failures: int) -> _exc.APIConnectionError:
     return _exc.APIConnectionError(
-        f"the event stream of run {run_id} dropped {failures} times in a row without a new event; "
+        f"the event stream of run {run_id} ended {failures} times in a row without a new event; "
         f"resume with client.runs.stream_events(run_id, after_seq=stream.accumulator.last_seq)"
     )
 
@@ -306,7 +306,7 @@ class RunStream:
         self._max_reconnects = max_reconnects
         self.accumulator = RunAccumulator(run_id=run_id, after_seq=after_seq)
         """The snapshot of everything read so far."""
-        self._iterator: Iterator[Event] | None = None
+        self._iterator: Generator[Event, None, None] | None = None
         self._peeked: deque[Event] = deque()
         self._opened: httpx.Response | None = None
         self._closed = False
@@ -386,7 +386,7 @@ class RunStream:
         assert self.accumulator.run_id is not None
         return self._client._open_event_stream(self.accumulator.run_id, after_seq=self.accumulator.last_seq)
 
-    def _iter_events(self) -> Iterator[Event]:
+    def _iter_events(self) -> Generator[Event, None, None]:
         failures = 0
         while True:
             response = self._open()
@@ -454,7 +454,7 @@ class AsyncRunStream:
         self._max_reconnects = max_reconnects
         self.accumulator = RunAccumulator(run_id=run_id, after_seq=after_seq)
         """The snapshot of everything read so far."""
-        self._iterator: AsyncIterator[Event] | None = None
+        self._iterator: AsyncGenerator[Event, None] | None = None
         self._peeked: deque[Event] = deque()
         self._opened: httpx.Response | None = None
         self._closed = False
@@ -514,7 +514,7 @@ class AsyncRunStream:
         """Close the connection. Safe to call twice."""
         self._closed = True
         if self._iterator is not None:
-            await self._iterator.aclose()  # type: ignore[attr-defined]
+            await self._iterator.aclose()
         if self._opened is not None:
             await self._opened.aclose()
             self._opened = None
@@ -535,7 +535,7 @@ class AsyncRunStream:
         assert self.accumulator.run_id is not None
         return await self._client._open_event_stream(self.accumulator.run_id, after_seq=self.accumulator.last_seq)
 
-    async def _iter_events(self) -> AsyncIterator[Event]:
+    async def _iter_events(self) -> AsyncGenerator[Event, None]:
         failures = 0
         while True:
             response = await self._open()

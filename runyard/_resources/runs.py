@@ -134,6 +134,19 @@ def next_poll_pause(
     return max(pause, 0.0)
 
 
+def create_options(path: str, message: str, params: Mapping[str, Any], *, stream: bool) -> RequestOptions:
+    """The request that starts a run. Its idempotency key is minted here, once per logical call:
+    every retry, and every re-POST of a stream that dropped before its first event, reuses it."""
+    key = params.get("idempotency_key")
+    return RequestOptions(
+        "POST",
+        path,
+        json=run_body(message, params, stream=stream),
+        headers=dict(SSE_HEADERS) if stream else {},
+        idempotency_key=key if isinstance(key, str) else new_idempotency_key(),
+    )
+
+
 def check_outcome(run: Run, *, raise_on_failure: bool) -> Run:
     """Return `run`, or raise `RunFailedError` when it failed and the caller asked for that."""
     if raise_on_failure and run.status is RunStatus.FAILED:
@@ -201,7 +214,7 @@ class Runs:
             print(stream.text)
         ```
         """
-        options = self._create_options("/v1/runs", message, params, stream=True)
+        options = create_options("/v1/runs", message, params, stream=True)
         return RunStream(self._client, connect=lambda: self._client.request(options, stream=True))
 
     def stream_events(self, run_id: str, *, after_seq: int = 0) -> RunStream:
@@ -299,19 +312,8 @@ class Runs:
         return self._client._request_model("POST", path_for("/v1/runs/{}/cancel", run_id), Run)
 
     def _create(self, path: str, message: str, params: Mapping[str, Any]) -> Run:
-        options = self._create_options(path, message, params, stream=False)
+        options = create_options(path, message, params, stream=False)
         return self._client._parse(self._client.request(options), Run)
-
-    @staticmethod
-    def _create_options(path: str, message: str, params: Mapping[str, Any], *, stream: bool) -> RequestOptions:
-        # The key is minted here, once per logical call: every retry and reconnect reuses it.
-        return RequestOptions(
-            "POST",
-            path,
-            json=run_body(message, params, stream=stream),
-            headers=dict(SSE_HEADERS) if stream else {},
-            idempotency_key=key if isinstance(key := params.get("idempotency_key"), str) else new_idempotency_key(),
-        )
 
 
 # --------------------------------------------------------------------------- async
@@ -361,7 +363,7 @@ class AsyncRuns:
             print(stream.text)
         ```
         """
-        options = Runs._create_options("/v1/runs", message, params, stream=True)
+        options = create_options("/v1/runs", message, params, stream=True)
         return AsyncRunStream(self._client, connect=lambda: self._client.request(options, stream=True))
 
     def stream_events(self, run_id: str, *, after_seq: int = 0) -> AsyncRunStream:
@@ -448,5 +450,5 @@ class AsyncRuns:
         return await self._client._request_model("POST", path_for("/v1/runs/{}/cancel", run_id), Run)
 
     async def _create(self, path: str, message: str, params: Mapping[str, Any]) -> Run:
-        options = Runs._create_options(path, message, params, stream=False)
+        options = create_options(path, message, params, stream=False)
         return self._client._parse(await self._client.request(options), Run)

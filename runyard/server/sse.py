@@ -81,10 +81,10 @@ def _contiguous(batch: list[dict[str, Any]]) -> bool:
     return all(b["seq"] == a["seq"] + 1 for a, b in zip(batch, batch[1:]))
 
 
-def sse_response(stream: AsyncIterator[bytes], status_code: int = 200) -> StreamingResponse:
+def sse_response(stream: AsyncIterator[bytes], *, run_id: str, status_code: int = 200) -> StreamingResponse:
     return StreamingResponse(
         stream,
         status_code=status_code,
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-Id": run_id},
     )

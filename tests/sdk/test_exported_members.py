@@ -45,3 +45,26 @@ def test_timeout_error_is_also_the_builtin() -> None:
     assert issubclass(runyard.TimeoutError, builtins.TimeoutError)
     assert issubclass(runyard.TimeoutError, runyard.RunyardError)
     assert runyard.ValidationError is not __import__("pydantic").ValidationError
+
+
+def test_every_public_sdk_class_and_method_has_a_docstring() -> None:
+    from runyard import _resources
+
+    classes = [
+        *runyard.Runyard.__mro__[:-1], *runyard.AsyncRunyard.__mro__[:-1], runyard.RunStream, runyard.AsyncRunStream,
+        runyard.RunAccumulator, runyard.SSEDecoder, runyard.ServerSentEvent, runyard.SyncPage,
+        runyard.AsyncPage, runyard.AsyncPaginator, *runyard.SyncPage.__mro__[1:-2], runyard.NotGiven, runyard.AgentDeleted,
+        *(getattr(_resources, name) for name in _resources.__all__),
+        *(value for value in vars(runyard).values() if isinstance(value, type) and issubclass(value, BaseException)),
+    ]
+    missing = []
+    for cls in classes:
+        if not (cls.__doc__ or "").strip():
+            missing.append(cls.__qualname__)
+        for name, member in vars(cls).items():
+            if name.startswith("_") or not callable(member) and not isinstance(member, property):
+                continue
+            target = member.fget if isinstance(member, property) else member
+            if not (getattr(target, "__doc__", None) or "").strip():
+                missing.append(f"{cls.__qualname__}.{name}")
+    assert missing == []

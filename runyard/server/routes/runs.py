@@ -70,10 +70,11 @@ async def _create_run(
             user_id=body.user_id,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
-            request_body={**body.model_dump(), "thread_id": thread_id},
+            # `stream` only changes how the answer is delivered, not which run is made.
+            request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
         )
     if body.stream:
-        return sse_response(event_stream(store, org, run["id"], 0), status_code=201)
+        return sse_response(event_stream(store, org, run["id"], 0), status_code=201, run_id=run["id"])
     return JSONResponse(Run.model_validate(run).model_dump(mode="json"), status_code=201)
 
 
@@ -219,4 +220,4 @@ async def run_events(
             has_more = len(batch) > limit
             batch = batch[:limit]
             return {"data": batch, "has_more": has_more, "next_cursor": str(batch[-1]["seq"]) if has_more else None}
-    return sse_response(event_stream(store, org, run_id, cursor))
+    return sse_response(event_stream(store, org, run_id, cursor), run_id=run_id)
