@@ -16,6 +16,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./.runyard/runyard.db"
     """SQLAlchemy async URL. Default: a SQLite file under `./.runyard/`."""
+    bus: str | None = None
+    """`local`, `postgres` (LISTEN/NOTIFY) or `redis://…`. Default: local on SQLite, postgres on PostgreSQL."""
     host: str = "127.0.0.1"
     """Address `runyard serve` binds. Default 127.0.0.1."""
     port: int = 8321

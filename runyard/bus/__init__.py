@@ -1,17 +1,18 @@
 """The bus wakes readers and workers up; it never carries the only copy of anything.
 
 Topics: `run:<id>` (new events of one run; the message is the list of committed event
-envelopes), `queue` (a run became claimable), `cancel` (the message is a run id).
-A subscriber that falls behind or misses a message re-reads the store from its last seq.
+envelopes, or from another node just the last seq), `queue` (a run became claimable),
+`cancel` (the message is a run id). `RESYNC` tells a subscriber it may have missed
+messages. A subscriber that falls behind or misses a message re-reads the store.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from .local import LocalBus, Subscription
+from .local import RESYNC, LocalBus, Subscription
 
-__all__ = ["Bus", "LocalBus", "Subscription", "create_bus"]
+__all__ = ["Bus", "LocalBus", "RESYNC", "Subscription", "create_bus"]
 
 
 class Bus(Protocol):
@@ -23,8 +24,23 @@ class Bus(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> bool: ...
 
-def create_bus(url: str | None = None) -> Bus:
-    if not url or url == "local":
+
+def create_bus(bus: str | None = None, database_url: str = "") -> Bus:
+    """`RUNYARD_BUS`: unset picks `local` for SQLite and `postgres` for PostgreSQL."""
+    if not bus:
+        bus = "postgres" if database_url.startswith("postgresql") else "local"
+    if bus == "local":
         return LocalBus()
-    raise ValueError(f"unknown bus {url!r}: expected 'local'")
+    if bus == "postgres":
+        if not database_url.startswith("postgresql"):
+            raise ValueError("RUNYARD_BUS=postgres needs a PostgreSQL RUNYARD_DATABASE_URL")
+        from .remote import PostgresBus
+
+        return PostgresBus(database_url)
+    if bus.startswith(("redis://", "rediss://", "unix://")):
+        from .remote import RedisBus
+
+        return RedisBus(bus)
+    raise ValueError(f"unknown RUNYARD_BUS {bus!r}: expected local, postgres or redis://…")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-__all__ = ["LocalBus", "Subscription"]
+__all__ = ["LocalBus", "RESYNC", "Subscription"]
+
+RESYNC = "resync"
+"""Sent to subscribers when messages may have been lost: re-read the store."""
 
 
 class Subscription:
@@ -74,3 +77,6 @@ class LocalBus:
 
     async def close(self) -> None:
         self._subscribers.clear()
+
+    async def ping(self) -> bool:
+        return True

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bus = create_bus()
+        bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
         store = Store(create_engine(settings.database_url), bus)
         if store.is_sqlite:
@@ -101,12 +101,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> Any:
-        """Readiness: the database answers."""
+        """Readiness: the database and the bus answer."""
         try:
             async with request.app.state.store.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        if not await request.app.state.store.bus.ping():
+            return JSONResponse({"status": "unavailable", "database": "ok", "bus": "down"}, status_code=503)
         return {"status": "ok", "database": "ok", "bus": "ok"}
 
     console = Path(__file__).resolve().parent.parent / "console"

@@ -62,9 +62,17 @@ async def event_stream(
             if message is None:
                 yield b": ping\n\n"
                 continue
-            batch = [e for m in (message, *sub.drain()) for e in m]  # type: ignore[union-attr]
+            messages = [message, *sub.drain()]
+            batch = [e for m in messages if isinstance(m, list) for e in m]
             fresh = [e for e in batch if e["seq"] > last]
-            if sub.overflowed or (fresh and fresh[0]["seq"] != last + 1) or not _contiguous(fresh):
+            # Anything but a contiguous list of envelopes (a hint from another node, a resync,
+            # an overflow, a gap): read the store from the last seq sent.
+            if (
+                sub.overflowed
+                or len(batch) != sum(len(m) if isinstance(m, list) else 1 for m in messages)
+                or (fresh and fresh[0]["seq"] != last + 1)
+                or not _contiguous(fresh)
+            ):
                 sub.overflowed = False
                 async for stored in catch_up():
                     yield format_events(stored)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...domain import TERMINAL_EVENT_TYPES, Run, RunStatus
+from ...domain import Run, RunStatus
 from ...store import agents, events, runs, threads
 from ...store.errors import Conflict, InvalidInput, PayloadTooLarge
 from ..auth import org_id
@@ -173,11 +173,9 @@ async def wait_run(
             remaining = deadline - time.monotonic()
             if RunStatus(run["status"]).is_terminal or remaining <= 0:
                 return run
-            while remaining > 0:
-                message = await sub.get(timeout=remaining)
-                if message is None or any(e["type"] in TERMINAL_EVENT_TYPES for e in message):  # type: ignore[attr-defined]
-                    break
-                remaining = deadline - time.monotonic()
+            # Any news about the run (events, a hint from another node) is worth a re-read.
+            await sub.get(timeout=remaining)
+            sub.drain()
 
 
 async def _cancel(run_id: str, request: Request, org: str) -> dict[str, Any]:
