@@ -17,7 +17,7 @@ def _store(settings: Settings) -> Any:
     from ..bus import create_bus
     from ..store.db import Store, create_engine
 
-    return Store(create_engine(settings.database_url), create_bus())
+    return Store(create_engine(settings.database_url), create_bus("local"))
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -61,7 +61,7 @@ def worker(
     settings = _settings(worker_concurrency=concurrency)
 
     async def main() -> None:
-        bus = create_bus()
+        bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
         store = Store(create_engine(settings.database_url), bus)
         w = Worker(store, settings)

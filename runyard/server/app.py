@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,9 +20,8 @@ from ..store import keys
 from ..store.db import Store, create_engine
 from ..worker.loop import Worker
 from . import errors
-from .errors import error_response
 from .routes import agents, runs
-from .schemas import Limits
+from .middleware import EdgeMiddleware
 
 __all__ = ["create_app"]
 
@@ -82,14 +80,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def limits_and_request_id(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > Limits.BODY_BYTES):
-            return error_response(413, "payload_too_large", f"request body is larger than {Limits.BODY_BYTES // 1024} KB")
-        response = await call_next(request)
-        response.headers["x-request-id"] = request.headers.get("x-request-id") or secrets.token_hex(8)
-        return response
+    app.add_middleware(EdgeMiddleware)
 
     app.include_router(agents.router)
     app.include_router(runs.router)

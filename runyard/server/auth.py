@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store import keys
 from .errors import ApiError
 
 __all__ = ["org_id"]
 
+# Declares bearer auth in the OpenAPI schema; the check itself is below (our error body).
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
-async def org_id(request: Request) -> str:
+
+async def org_id(request: Request, _declared: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():

@@ -9,11 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..store.errors import Conflict, DomainError, InvalidInput, NotFound, PayloadTooLarge
+from ..domain import ErrorResponse
+from ..store.errors import Conflict, DomainError, InvalidCursor, InvalidInput, NotFound, PayloadTooLarge
 
-__all__ = ["ApiError", "error_response", "install"]
+__all__ = ["ERRORS", "ApiError", "error_response", "install"]
 
 STATUS: dict[type[DomainError], int] = {
+    InvalidCursor: 400,
     NotFound: 404,
     Conflict: 409,
     InvalidInput: 422,
@@ -43,6 +45,20 @@ def _status_of(exc: DomainError) -> int:
     return 400
 
 
+ERRORS = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Malformed request (bad JSON, bad cursor)"),
+        (401, "Missing or invalid API key"),
+        (404, "Not found in the caller's org"),
+        (409, "Conflict (illegal transition, duplicate, idempotency)"),
+        (413, "Payload too large"),
+        (422, "Validation error naming the field"),
+    )
+}
+"""The error responses every /v1 operation documents in the OpenAPI schema."""
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -65,6 +81,8 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:  # FastAPI could not parse the body at all (e.g. not UTF-8)
+        return error_response(400, "invalid_json", f"request body could not be parsed: {exc.detail}", "body")
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 

@@ -9,6 +9,7 @@ __all__ = [
     "Conflict",
     "DomainError",
     "IdempotencyConflict",
+    "InvalidCursor",
     "InvalidInput",
     "InvalidTransition",
     "LeaseLost",
@@ -48,6 +49,10 @@ class IdempotencyConflict(Conflict):
 
 class InvalidInput(DomainError):
     code = "validation_error"
+
+
+class InvalidCursor(DomainError):
+    code = "invalid_cursor"
 
 
 class PayloadTooLarge(DomainError):

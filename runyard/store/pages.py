@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, Table
 
-from .errors import InvalidInput
+from .errors import InvalidCursor
 
 __all__ = ["decode_cursor", "encode_cursor", "finish", "page"]
 
@@ -23,7 +23,7 @@ def decode_cursor(cursor: str, field: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     if not raw.startswith("v1:") or len(raw) > 80:
-        raise InvalidInput(f"{field} is not a cursor this server issued", field=field)
+        raise InvalidCursor(f"{field} is not a cursor this server issued", field=field)
     return raw[3:]
 
 

@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ..domain import RunStatus
 from . import events, threads
@@ -147,7 +147,12 @@ async def list_(
     if statuses:
         query = query.where(runs.c.status.in_([s.value for s in statuses]))
     for key, value in (metadata or {}).items():
-        query = query.where(runs.c.metadata[key].as_string() == value)
+        field = runs.c.metadata[key]
+        condition = field.as_string() == value
+        if value in ("true", "false") and conn.dialect.name == "sqlite":
+            # SQLite's json_extract reads JSON true/false as 1/0; PostgreSQL's ->> says 'true'.
+            condition = or_(condition, and_(func.json_type(runs.c.metadata, f'$."{key}"') == value))
+        query = query.where(condition)
     if created_after is not None:
         query = query.where(runs.c.created_at > created_after)
     if created_before is not None:

@@ -33,7 +33,7 @@ from ..store.errors import InvalidInput
 __all__ = ["ModelError", "Prices", "ResolvedModel", "ScriptError", "load_routes", "resolve_model", "validate_script"]
 
 SCRIPTED = "scripted"
-MODEL_PREFIXES = ("openai:", "openai-chat:", "openai-responses:", "anthropic:", "ollama:", "test", "function")
+MODEL_PREFIXES = ("openai:", "openai-chat:", "openai-responses:", "anthropic:", "ollama:")
 
 
 class ModelError(Exception):
@@ -137,7 +137,7 @@ def load_routes(path: str | None) -> dict[str, dict[str, Any]]:
 
 
 def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
-    return name == SCRIPTED or name in routes or name.startswith(MODEL_PREFIXES)
+    return name in (SCRIPTED, "test") or name in routes or (name.startswith(MODEL_PREFIXES) and ":" in name and not name.endswith(":"))
 
 
 def resolve_model(name: str, script: list[dict[str, Any]] | None, routes: dict[str, dict[str, Any]]) -> ResolvedModel:

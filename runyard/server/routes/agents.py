@@ -12,9 +12,10 @@ from ...store.errors import InvalidInput
 from ...worker.models import known_model, load_routes, validate_script
 from ...worker.tools import unknown_tools
 from ..auth import org_id
+from ..errors import ERRORS
 from ..schemas import AgentCreate, AgentList, AgentUpdate, Deleted, Limits
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=ERRORS)
 
 
 def check_agent_fields(request: Request, fields: dict[str, Any]) -> None:

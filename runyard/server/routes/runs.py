@@ -14,12 +14,12 @@ from ...domain import Run, RunStatus
 from ...store import agents, events, runs, threads
 from ...store.errors import Conflict, InvalidInput, PayloadTooLarge
 from ..auth import org_id
-from ..errors import ApiError
+from ..errors import ERRORS, ApiError
 from ..schemas import EventList, Limits, RunCreate, RunList, ThreadRunCreate
 from ..sse import event_stream, sse_response
 from .agents import check_agent_fields
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=ERRORS)
 
 SSE = "text/event-stream"
 RUN_CREATED = {201: {"model": Run, "content": {SSE: {}}, "description": "The run, or its event stream"}}
@@ -204,12 +204,11 @@ async def run_events(
     last_event_id: str | None = Header(None, alias="Last-Event-ID", max_length=20),
 ) -> Any:
     """The run's events: SSE with `Accept: text/event-stream`, else a JSON page after `after_seq`."""
-    cursor = after_seq
-    if cursor is None and last_event_id:
-        if not last_event_id.isdigit():
-            raise ApiError(400, "bad_request", "Last-Event-ID must be an event seq", field="Last-Event-ID")
-        cursor = int(last_event_id)
-    cursor = cursor or 0
+    if last_event_id and not last_event_id.isdigit():
+        raise ApiError(400, "bad_request", "Last-Event-ID must be an event seq", field="Last-Event-ID")
+    # An EventSource keeps its URL (with after_seq) and adds Last-Event-ID on reconnect:
+    # the later position wins, so nothing is sent twice.
+    cursor = max(after_seq or 0, int(last_event_id or 0))
     store = request.app.state.store
     async with store.read() as conn:
         await runs.get(conn, org, run_id)

@@ -1,0 +1,67 @@
+"""ASGI middleware: the request body limit (with or without Content-Length) and request ids."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from .schemas import Limits
+
+__all__ = ["EdgeMiddleware"]
+
+
+class _BodyTooLarge(BaseException):
+    """A BaseException so the body parser's `except Exception` cannot turn it into a 400."""
+
+
+class EdgeMiddleware:
+    """Refuses bodies over `Limits.BODY_BYTES` with 413 and tags responses with `x-request-id`."""
+
+    def __init__(self, app: Any, max_body: int = Limits.BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id") or secrets.token_hex(8).encode()
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._too_large(send, request_id)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                # Chunked bodies have no Content-Length: count as they arrive.
+                if received > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        async def tagged_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tagged_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(send, request_id)
+
+    async def _too_large(self, send: Any, request_id: bytes) -> None:
+        body = json.dumps({"error": {"code": "payload_too_large", "field": "body",
+                                     "message": f"request body is larger than {self.max_body // 1024} KB"}}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id)]})
+        await send({"type": "http.response.body", "body": body})
