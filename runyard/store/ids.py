@@ -1,4 +1,4 @@
-"""Prefixed, time-sortable ids: `run_01J…` (48-bit ms time + 80 random bits, Crockford base32)."""
+"""Prefixed, time-sortable ids: `run_01j…` (48-bit ms time + 80 random bits, Crockford base32)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ __all__ = ["new_id"]
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
+_last = 0
+
+
 def new_id(prefix: str) -> str:
+    """Ids made in one process sort in creation order, even within one millisecond."""
+    global _last
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    if value <= _last:
+        value = _last + 1
+    _last = value
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

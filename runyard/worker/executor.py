@@ -21,7 +21,6 @@ from pydantic_ai.messages import (
     ModelResponse,
     PartDeltaEvent,
     PartStartEvent,
-    RetryPromptPart,
     TextPart,
     TextPartDelta,
     ThinkingPart,
@@ -42,6 +41,7 @@ from ..store.errors import LeaseLost
 from ..store.events import Fence
 from .models import ModelError, Prices, ResolvedModel, load_routes, resolve_model
 from .tools import BUILTIN_TOOLS
+from .tools.context import ToolCallContext, current_tool_call
 from .writer import EventWriter
 
 __all__ = ["CancelReason", "RunHandle", "execute"]
@@ -136,10 +136,13 @@ class JournalToolset(WrapperToolset[RunDeps]):
                 raise ToolFailed(str(done.result))
             return done.result
         is_error = False
+        token = current_tool_call.set(ToolCallContext(deps.run_id, call_id))
         try:
             result = await self.wrapped.call_tool(name, tool_args, ctx, tool)
         except (ToolFailed, ModelRetry) as exc:
             is_error, result = True, str(exc.message)
+        finally:
+            current_tool_call.reset(token)
         result = result if isinstance(result, (str, int, float, bool, type(None), dict, list)) else str(result)
         deps.state.usage["tool_calls"] = deps.state.usage.get("tool_calls", 0) + 1
         event = ("tool.error", {"tool_call_id": call_id, "name": name, "error": result}) if is_error else (
@@ -315,10 +318,12 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
             elif Agent.is_call_tools_node(node):
                 async with node.stream(run.ctx) as stream:
                     async for event in stream:
-                        if isinstance(event, FunctionToolResultEvent) and isinstance(event.part, RetryPromptPart):
+                        # Bad arguments or an unknown tool: the model is asked to retry. Failures of
+                        # tools that ran are logged by JournalToolset with their journal entry.
+                        if isinstance(event, FunctionToolResultEvent) and event.part.outcome == "retried":
                             writer.emit("tool.error", {"tool_call_id": event.part.tool_call_id,
                                                        "name": event.part.tool_name,
-                                                       "error": event.part.model_response()})
+                                                       "error": event.part.model_response_str()})
                 after_tools = True
         assert run.result is not None
         return _jsonable(run.result.output)

@@ -21,6 +21,7 @@ from pydantic_ai.exceptions import ToolFailed
 from simpleeval import EvalWithCompoundTypes, InvalidExpression, NumberTooHigh
 
 from ...config import get_settings
+from .context import current_tool_call
 
 __all__ = ["BUILTIN_TOOLS", "ToolSpec"]
 
@@ -79,15 +80,21 @@ async def http_get(url: str) -> str:
         raise ToolFailed("url must be an absolute http:// or https:// URL")
     await asyncio.to_thread(_refuse_private, parts.hostname)
     limit = settings.http_get_max_bytes
+    call = current_tool_call.get()
+    headers = {"Idempotency-Key": call.idempotency_key} if call is not None else {}
     try:
-        # No redirects: a redirect could point at a private address we never checked.
-        async with httpx.AsyncClient(timeout=settings.http_get_timeout, follow_redirects=False) as client:
-            async with client.stream("GET", url) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > limit:
-                        break
+        # The whole request, not each read: a server dripping bytes must not hold the run.
+        async with asyncio.timeout(settings.http_get_timeout):
+            # No redirects: a redirect could point at a private address we never checked.
+            async with httpx.AsyncClient(timeout=settings.http_get_timeout, follow_redirects=False) as client:
+                async with client.stream("GET", url, headers=headers) as response:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body.extend(chunk)
+                        if len(body) > limit:
+                            break
+    except TimeoutError:
+        raise ToolFailed(f"GET {url} exceeded the time limit of {settings.http_get_timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise ToolFailed(f"GET {url} failed: {exc.__class__.__name__}: {exc}") from None
     text = body[:limit].decode(response.encoding or "utf-8", errors="replace")
