@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,6 +159,20 @@ class JournalToolset(WrapperToolset[RunDeps]):
         return result
 
 
+def _agent_for(config: dict[str, Any]) -> Agent[RunDeps, Any]:
+    """Agents are stateless between runs: build one per distinct configuration and reuse it."""
+    key = json.dumps([config.get("instructions"), config.get("tools"), config.get("output_schema")], sort_keys=True)
+    agent = _AGENTS.get(key)
+    if agent is None:
+        if len(_AGENTS) >= 256:
+            _AGENTS.pop(next(iter(_AGENTS)))
+        agent = _AGENTS[key] = _build_agent(config)
+    return agent
+
+
+_AGENTS: dict[str, Agent[RunDeps, Any]] = {}
+
+
 def _build_agent(config: dict[str, Any]) -> Agent[RunDeps, Any]:
     tools = [BUILTIN_TOOLS[name].function for name in config.get("tools", []) if name in BUILTIN_TOOLS]
     schema = config.get("output_schema")
@@ -207,7 +222,7 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
     state = RunState(usage=dict(row.usage))
     try:
         try:
-            output = await _drive(store, settings, row, writer, state)
+            output, messages = await _drive(store, settings, row, writer, state)
         except asyncio.CancelledError:
             if handle.cancel_reason is None:
                 raise
@@ -226,6 +241,7 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
             ("run.completed", {"output": output, "usage": state.usage}),
             to=RunStatus.COMPLETED,
             changes={"output": output, "usage": state.usage, "worker_id": None, "lease_until": None},
+            also=_saver(row.id, handle.fence.attempt, messages),
         )
     except LeaseLost:
         return
@@ -267,12 +283,14 @@ async def _on_cancel(writer: EventWriter, state: RunState, handle: RunHandle, ro
     )
 
 
-async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter, state: RunState) -> Any:
+async def _drive(
+    store: Store, settings: Settings, row: Any, writer: EventWriter, state: RunState
+) -> tuple[Any, list[ModelMessage]]:
     config = row.config
     resolved: ResolvedModel = resolve_model(
         row.model, config.get("script"), load_routes(str(settings.routes) if settings.routes else None)
     )
-    agent = _build_agent(config)
+    agent = _agent_for(config)
     async with store.read() as conn:
         saved = await checkpoints.load(conn, row.id)
     history: list[ModelMessage] | None = ModelMessagesTypeAdapter.validate_json(saved) if saved else None
@@ -284,23 +302,18 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
     attempt = writer.fence.attempt
 
     async def checkpoint(messages: list[ModelMessage], *extra: tuple[str, dict[str, Any]]) -> None:
-        blob = ModelMessagesTypeAdapter.dump_json(messages).decode()
-
-        async def save(tx: Tx) -> None:
-            await checkpoints.save(tx.conn, row.id, attempt, blob)
-
-        await writer.flush(*extra, changes={"usage": dict(state.usage)}, also=save)
+        await writer.flush(*extra, changes={"usage": dict(state.usage)}, also=_saver(row.id, attempt, messages))
 
     tool_names = set(config.get("tools", []))
     async with agent.iter(prompt, message_history=history, model=resolved.model, deps=deps) as run:
-        after_tools = False
+        unsaved = False
         async for node in run:
             if Agent.is_model_request_node(node):
-                if after_tools:
-                    # The tool results are in this request, not yet in history: save them now,
-                    # so a resume sends them instead of running the tools again.
+                if unsaved:
+                    # Tool results (or a retry prompt) are in this request, not yet in history:
+                    # save them now, so a resume sends them instead of running the tools again.
                     await checkpoint([*run.all_messages(), node.request])
-                    after_tools = False
+                    unsaved = False
                 async with node.stream(run.ctx) as stream:
                     async for event in stream:
                         _on_stream_event(event, writer, state)
@@ -314,7 +327,14 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
                         extra.append(("tool.call", {"tool_call_id": part.tool_call_id, "name": part.tool_name,
                                                     "args": _jsonable(part.args_as_dict())}))
                 extra.append(("usage", _add_usage(state, response, resolved.prices)))
-                await checkpoint(run.all_messages(), *extra)
+                if any(isinstance(p, ToolCallPart) for p in response.parts):
+                    await checkpoint(run.all_messages(), *extra)
+                else:
+                    # Likely the final answer: its checkpoint commits with the run's end (one
+                    # transaction, not two), or before the next request if the loop goes on.
+                    for type_, data in extra:
+                        writer.emit(type_, data)
+                    unsaved = True
             elif Agent.is_call_tools_node(node):
                 async with node.stream(run.ctx) as stream:
                     async for event in stream:
@@ -324,9 +344,18 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
                             writer.emit("tool.error", {"tool_call_id": event.part.tool_call_id,
                                                        "name": event.part.tool_name,
                                                        "error": event.part.model_response_str()})
-                after_tools = True
+                unsaved = True
         assert run.result is not None
-        return _jsonable(run.result.output)
+        return _jsonable(run.result.output), run.all_messages()
+
+
+def _saver(run_id: str, attempt: int, messages: list[ModelMessage]) -> Callable[[Tx], Awaitable[None]]:
+    blob = ModelMessagesTypeAdapter.dump_json(messages).decode()
+
+    async def save(tx: Tx) -> None:
+        await checkpoints.save(tx.conn, run_id, attempt, blob)
+
+    return save
 
 
 def _on_stream_event(event: Any, writer: EventWriter, state: RunState) -> None:
