@@ -21,8 +21,13 @@ __all__ = [
     "Run",
     "RunStatus",
     "TERMINAL_STATUSES",
+    "Memory",
+    "PermissionMode",
     "Thread",
+    "ThreadMessage",
     "Usage",
+    "Wait",
+    "WaitKind",
 ]
 
 
@@ -62,12 +67,22 @@ EventType = Literal[
     "usage",
     "run.cancel_requested",
     "run.requeued",
+    "run.waiting",
+    "run.input_received",
+    "tool.approval_requested",
+    "tool.approved",
+    "tool.denied",
+    "message.appended",
+    "memory.saved",
+    "memory.deleted",
     "run.completed",
     "run.failed",
     "run.cancelled",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 TERMINAL_EVENT_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
+WaitKind = Literal["question", "approval", "input"]
+PermissionMode = Literal["autonomous", "approve_writes", "approve_all", "plan"]
 
 
 class _Model(BaseModel):
@@ -131,6 +146,14 @@ class Run(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     model: str
     tools: list[str] = Field(default_factory=list)
+    waiting_for: WaitKind | None = None
+    """What a `waiting` run waits for: `question`, `approval` or `input`."""
+    human_in_the_loop: bool = False
+    permission_mode: PermissionMode = "autonomous"
+    history: bool = True
+    memory: bool = True
+    wait_timeout: float | None = None
+    wait_timeout_action: Literal["deny", "fail"] = "deny"
     usage: Usage = Field(default_factory=Usage)
     duration_ms: int | None = None
     created_at: datetime
@@ -145,6 +168,56 @@ class Run(_Model):
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def seed_status(self) -> str:
+        """The status as the seeds' clients name it: `awaiting_approval`, `waiting_for_input`, or `status`."""
+        if self.status is RunStatus.WAITING:
+            return "awaiting_approval" if self.waiting_for == "approval" else "waiting_for_input"
+        return self.status.value
+
+
+class Wait(_Model):
+    """A pause of a run for a human: a question, a tool (or plan) approval, or free input."""
+
+    id: str
+    object: Literal["wait"] = "wait"
+    run_id: str
+    user_id: str | None = None
+    kind: WaitKind
+    tool_call_id: str | None = None
+    request: dict[str, Any]
+    answer_schema: dict[str, Any]
+    status: Literal["open", "resolved", "expired", "cancelled"]
+    answer: Any = None
+    resolved_by: str | None = None
+    created_at: datetime
+    resolved_at: datetime | None = None
+    expires_at: datetime | None = None
+    timeout_action: Literal["deny", "fail"] | None = None
+
+
+class Memory(_Model):
+    """A fact kept about an end user, offered to that user's runs."""
+
+    id: str
+    object: Literal["memory"] = "memory"
+    user_id: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    run_id: str | None = None
+    created_at: datetime
+
+
+class ThreadMessage(_Model):
+    """One message of a thread's conversation, with the run it came from."""
+
+    run_id: str
+    role: Literal["user", "assistant", "tool"]
+    content: Any = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    created_at: datetime | None = None
 
 
 class Event(_Model):

@@ -20,7 +20,7 @@ from ..store import keys
 from ..store.db import Store, create_engine
 from ..worker.loop import Worker
 from . import errors
-from .routes import agents, runs
+from .routes import agents, runs, threads, users, waits
 from .middleware import EdgeMiddleware
 
 __all__ = ["create_app"]
@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
 
     app.include_router(agents.router)
     app.include_router(runs.router)
+    app.include_router(threads.router)
+    app.include_router(waits.router)
+    app.include_router(users.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from .db import Conn, utcnow
 from .schema import checkpoints, tool_calls
 
-__all__ = ["args_hash", "journaled", "load", "record_tool", "save"]
+__all__ = ["args_hash", "journaled", "load", "load_with_history_len", "record_tool", "save"]
 
 
 async def load(conn: Conn, run_id: str) -> str | None:
@@ -19,14 +19,20 @@ async def load(conn: Conn, run_id: str) -> str | None:
     return row.messages if row is not None else None
 
 
-async def save(conn: Conn, run_id: str, attempt: int, messages: str) -> None:
+async def load_with_history_len(conn: Conn, run_id: str) -> tuple[str, int] | None:
+    row = (await conn.execute(
+        select(checkpoints.c.messages, checkpoints.c.history_len).where(checkpoints.c.run_id == run_id)
+    )).one_or_none()
+    return (row.messages, row.history_len) if row is not None else None
+
+
+async def save(conn: Conn, run_id: str, attempt: int, messages: str, *, history_len: int = 0) -> None:
     """Write the conversation so far; call inside the fenced transaction that appends events."""
     now = utcnow()
-    result = await conn.execute(
-        update(checkpoints).where(checkpoints.c.run_id == run_id).values(messages=messages, attempt=attempt, updated_at=now)
-    )
+    values = {"messages": messages, "attempt": attempt, "updated_at": now, "history_len": history_len}
+    result = await conn.execute(update(checkpoints).where(checkpoints.c.run_id == run_id).values(**values))
     if result.rowcount == 0:
-        await conn.execute(insert(checkpoints).values(run_id=run_id, attempt=attempt, messages=messages, updated_at=now))
+        await conn.execute(insert(checkpoints).values(run_id=run_id, **values))
 
 
 def args_hash(args: Any) -> str:

@@ -103,6 +103,9 @@ async def append(
         await tx.conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
     if envelopes:
         tx.publish_after_commit(f"run:{run_id}", envelopes)
+    if to is not None and to in _STAMP:
+        # A run's end may unblock the next run queued on its thread.
+        tx.publish_after_commit("queue", run_id)
     return envelopes
 
 

@@ -34,9 +34,17 @@ async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> 
     """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
     # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
     # queueing behind it; SQLite has one writer, so it simply runs this serially.
+    earlier = runs.alias("earlier")
+    # A run waits for the older active runs of its thread (multitask=enqueue keeps them in order).
+    blocked = (
+        select(earlier.c.id)
+        .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id,
+               earlier.c.status.in_(("pending", "running", "waiting")))
+        .exists()
+    )
     candidates = (
         select(runs.c.id, runs.c.attempt)
-        .where(runs.c.status == RunStatus.PENDING.value)
+        .where(runs.c.status == RunStatus.PENDING.value, ~blocked)
         .order_by(runs.c.status, runs.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

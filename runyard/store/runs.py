@@ -11,20 +11,30 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ..domain import RunStatus
-from . import events, threads
+from . import events, threads, waits
 from .db import Conn, Tx, utcnow
-from .errors import IdempotencyConflict, InvalidTransition, NotFound
+from .errors import Conflict, IdempotencyConflict, InvalidTransition, NotFound
 from .ids import new_id
 from .pages import finish, page
 from .schema import idempotency_keys, runs
 
-__all__ = ["create", "get", "list_", "request_cancel", "to_dict"]
+__all__ = ["RUN_OPTIONS", "append_message", "create", "get", "list_", "request_cancel", "to_dict"]
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 EMPTY_USAGE = {
     "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
     "reasoning_tokens": 0, "requests": 0, "tool_calls": 0, "cost_usd": None,
 }
+
+RUN_OPTIONS: dict[str, Any] = {
+    "human_in_the_loop": False,
+    "permission_mode": "autonomous",
+    "history": True,
+    "memory": True,
+    "wait_timeout": None,
+    "wait_timeout_action": "deny",
+}
+"""Per-run options kept in the run's config, with their defaults."""
 
 _PUBLIC = (
     "id", "agent_id", "thread_id", "status", "original_prompt", "output", "error", "user_id", "metadata",
@@ -36,7 +46,11 @@ _PUBLIC = (
 def to_dict(row: Any) -> dict[str, Any]:
     run = {f: getattr(row, f) for f in _PUBLIC}
     run["object"] = "run"
-    run["tools"] = row.config.get("tools", [])
+    config = row.config
+    run["tools"] = config.get("tools", [])
+    run["waiting_for"] = row.waiting_for
+    for option, default in RUN_OPTIONS.items():
+        run[option] = config.get(option, default)
     end = row.completed_at or row.failed_at or row.cancelled_at
     run["duration_ms"] = int((end - row.started_at).total_seconds() * 1000) if end and row.started_at else None
     return run
@@ -53,10 +67,16 @@ async def create(
     model: str | None,
     user_id: str | None,
     metadata: dict[str, Any],
+    options: dict[str, Any] | None = None,
+    multitask: str = "reject",
     idempotency_key: str | None = None,
     request_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Queue a new run (with its `run.queued` event), or return the one this idempotency key made."""
+    """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
+
+    `multitask` decides what happens when the thread already has an active run: `reject`
+    (409), `enqueue` (this run starts when the others end), `interrupt` (cancel them first).
+    """
     conn = tx.conn
     if idempotency_key is not None:
         body_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
@@ -67,6 +87,16 @@ async def create(
         thread_id = (await threads.create(conn, org_id, user_id=user_id))["id"]
     else:
         await threads.get(conn, org_id, thread_id)
+        active = await threads.active_runs(conn, thread_id)
+        if active and multitask == "reject":
+            raise Conflict(
+                f"thread {thread_id} has an active run ({active[0]}): wait for it, or pass "
+                "multitask='enqueue' (start after it) or 'interrupt' (cancel it first)",
+                field="multitask",
+            )
+        if multitask == "interrupt":
+            for active_id in active:
+                await request_cancel(tx, org_id, active_id)
     # The run keeps the agent's configuration as it was when queued: editing the agent later
     # must not change a run in flight (nor one resumed after a crash).
     config = {
@@ -74,6 +104,7 @@ async def create(
         "tools": list(agent["tools"] if tools is None else tools),
         "output_schema": agent["output_schema"],
         "script": metadata.get("script", agent["metadata"].get("script")),
+        **{k: v for k, v in (options or {}).items() if k in RUN_OPTIONS},
     }
     run_id = new_id("run")
     values = {
@@ -81,6 +112,7 @@ async def create(
         "status": RunStatus.PENDING.value, "original_prompt": message, "config": config, "user_id": user_id,
         "metadata": metadata, "model": model or agent["model"], "usage": EMPTY_USAGE, "created_at": utcnow(),
         "attempt": 0, "cancel_requested": False, "trace_id": secrets.token_hex(16), "last_seq": 0,
+        "pending_messages": [], "waiting_for": None,
     }
     # Parameters rather than .values(): the compiled INSERT is cached instead of rebuilt per run.
     await conn.execute(insert(runs), [values])
@@ -140,7 +172,7 @@ async def list_(
     agent_id: str | None = None,
     thread_id: str | None = None,
     user_id: str | None = None,
-    statuses: list[RunStatus] | None = None,
+    statuses: list[tuple[RunStatus, list[str] | None]] | None = None,
     metadata: dict[str, str] | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -153,7 +185,12 @@ async def list_(
     if user_id is not None:
         query = query.where(runs.c.user_id == user_id)
     if statuses:
-        query = query.where(runs.c.status.in_([s.value for s in statuses]))
+        # Each entry is a status, optionally narrowed to what a waiting run waits for.
+        query = query.where(or_(*(
+            runs.c.status == status.value if waiting_for is None
+            else and_(runs.c.status == status.value, runs.c.waiting_for.in_(waiting_for))
+            for status, waiting_for in statuses
+        )))
     for key, value in (metadata or {}).items():
         field = runs.c.metadata[key]
         condition = field.as_string() == value
@@ -180,6 +217,8 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
         await events.append(tx, run_id, [("run.cancel_requested", {})], changes={"cancel_requested": True})
         tx.publish_after_commit("cancel", run_id)
     else:
+        if status is RunStatus.WAITING:
+            await waits.cancel_open(tx.conn, run_id)
         await events.append(
             tx,
             run_id,
@@ -190,5 +229,25 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
     return await get(tx.conn, org_id, run_id)
 
 
-async def set_fields(conn: Conn, run_id: str, **values: Any) -> None:
-    await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+async def pending_messages(conn: Conn, run_id: str) -> list[str]:
+    return list((await conn.execute(select(runs.c.pending_messages).where(runs.c.id == run_id))).scalar_one())
+
+
+async def drop_pending_messages(conn: Conn, run_id: str, count: int) -> None:
+    """Remove the first `count` follow-up messages: they are in a checkpoint now."""
+    pending = await pending_messages(conn, run_id)
+    await conn.execute(update(runs).where(runs.c.id == run_id).values(pending_messages=pending[count:]))
+
+
+async def append_message(tx: Tx, org_id: str, run_id: str, message: str) -> dict[str, Any]:
+    """Queue a user message for a run in flight: the model sees it at its next step."""
+    run = await get(tx.conn, org_id, run_id, lock=True)
+    if RunStatus(run["status"]).is_terminal:
+        raise InvalidTransition(
+            f"run {run_id} is {run['status']}: it takes no more messages; "
+            f"start a follow-up with POST /v1/runs/{run_id}/reply"
+        )
+    pending = await pending_messages(tx.conn, run_id)
+    await events.append(tx, run_id, [("message.appended", {"message": message})],
+                        changes={"pending_messages": [*pending, message]})
+    return await get(tx.conn, org_id, run_id)

@@ -34,11 +34,13 @@ __all__ = [
     "checkpoints",
     "events",
     "idempotency_keys",
+    "memories",
     "metadata",
     "orgs",
     "runs",
     "threads",
     "tool_calls",
+    "waits",
 ]
 
 metadata = MetaData(
@@ -152,6 +154,8 @@ runs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("trace_id", String(32), nullable=False),
     Column("last_seq", BigInteger, nullable=False, default=0),
+    # Follow-up messages (`POST /runs/{id}/messages`) not yet in a checkpoint.
+    Column("pending_messages", Json, nullable=False, server_default="[]"),
     CheckConstraint(f"status IN ({_statuses})", name="status"),
     CheckConstraint(
         "(status IN ('completed', 'failed', 'cancelled')) = "
@@ -163,6 +167,8 @@ runs = Table(
     Index(None, "org_id", "agent_id", "id"),
     # The claim scans pending runs oldest first; keep this index in step with its ORDER BY.
     Index("ix_runs_claim", "status", "id"),
+    # The claim's per-thread ordering check looks up older runs of the same thread.
+    Index("ix_runs_thread_order", "thread_id", "id"),
 )
 
 events = Table(
@@ -183,6 +189,8 @@ checkpoints = Table(
     Column("attempt", Integer, nullable=False),
     # pydantic-ai ModelMessagesTypeAdapter JSON: the conversation so far.
     Column("messages", Text, nullable=False),
+    # How many of `messages` came from the thread's earlier runs (the rest are this run's own).
+    Column("history_len", Integer, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
@@ -197,6 +205,47 @@ tool_calls = Table(
     Column("is_error", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("run_id", "tool_call_id"),
+)
+
+WAIT_KINDS = ("question", "approval", "input")
+WAIT_STATUSES = ("open", "resolved", "expired", "cancelled")
+
+waits = Table(
+    "waits",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("run_id", String(40), ForeignKey("runs.id"), nullable=False),
+    Column("user_id", String(200)),
+    Column("kind", String(16), nullable=False),
+    # The deferred tool call this wait answers (null for a plan approval).
+    Column("tool_call_id", String(200)),
+    Column("request", Json, nullable=False),
+    Column("answer_schema", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("answer", Json),
+    Column("resolved_by", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("timeout_action", String(8)),
+    CheckConstraint("kind IN ('question', 'approval', 'input')", name="kind"),
+    CheckConstraint("status IN ('open', 'resolved', 'expired', 'cancelled')", name="status"),
+    Index(None, "run_id", "id"),
+    Index(None, "org_id", "status", "id"),
+)
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("metadata", Json, nullable=False),
+    Column("run_id", String(40)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "org_id", "user_id", "id"),
 )
 
 idempotency_keys = Table(

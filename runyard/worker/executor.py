@@ -1,7 +1,7 @@
 """Execute one claimed run with pydantic-ai, node by node, checkpointing after every step.
 
-`execute` drives the agent loop; `classify` maps how it ended to one outcome; `persist`
-writes exactly one store call per outcome.
+`_drive` runs the agent loop to an outcome (`Done`, or `Pause` for humans); `execute` maps
+errors, cancels and lost leases; `_persist` writes exactly one store call per outcome.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import asyncio
 import enum
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-from pydantic_ai import Agent, RunContext
-from pydantic_ai.exceptions import AgentRunError, ModelRetry, ToolFailed, UserError
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.messages import (
+    FunctionToolResultEvent,
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelResponse,
@@ -27,22 +27,22 @@ from pydantic_ai.messages import (
     ThinkingPart,
     ThinkingPartDelta,
     ToolCallPart,
-    FunctionToolResultEvent,
+    UserPromptPart,
+    repair_messages,
 )
-from pydantic_ai.output import StructuredDict
-from pydantic_ai.tools import ToolDefinition
-from pydantic_ai.toolsets import FunctionToolset, WrapperToolset
-from pydantic_ai.toolsets.abstract import ToolsetTool
+from pydantic_ai.tools import DeferredToolRequests
 
 from ..config import Settings
 from ..domain import RunStatus
-from ..store import checkpoints, queue
+from ..store import checkpoints, memories, queue, threads
+from ..store import runs as runs_store
+from ..store import waits as waits_store
 from ..store.db import Store, Tx
 from ..store.errors import LeaseLost
 from ..store.events import Fence
 from .models import ModelError, Prices, ResolvedModel, load_routes, resolve_model
-from .tools import BUILTIN_TOOLS
-from .tools.context import ToolCallContext, current_tool_call
+from .agents import PLAN_INSTRUCTIONS, RunDeps, RunState, agent_for, declared_tools, tool_names
+from .humans import Pause, deferred_results, own_messages, plan_prompt, plan_wait, planning, remembered_tools, waits_for
 from .writer import EventWriter
 
 __all__ = ["CancelReason", "RunHandle", "execute"]
@@ -72,24 +72,6 @@ class RunHandle:
         if self.cancel_reason is None and self.task is not None:
             self.cancel_reason = reason
             self.task.cancel()
-
-
-@dataclass
-class RunState:
-    """What changes while the run executes."""
-
-    usage: dict[str, Any]
-    text: list[str] = field(default_factory=list)
-    """Every text delta streamed in this attempt: the partial output if the run is cancelled."""
-
-
-@dataclass
-class RunDeps:
-    """What the run is given: passed to tools as `ctx.deps`."""
-
-    run_id: str
-    writer: EventWriter
-    state: RunState
 
 
 def _add_usage(state: RunState, response: ModelResponse, prices: Prices | None) -> dict[str, Any]:
@@ -122,96 +104,6 @@ def _add_usage(state: RunState, response: ModelResponse, prices: Prices | None) 
     return request
 
 
-class JournalToolset(WrapperToolset[RunDeps]):
-    """Runs each tool call at most once per run: a journaled result is replayed, not re-executed."""
-
-    async def call_tool(
-        self, name: str, tool_args: dict[str, Any], ctx: RunContext[RunDeps], tool: ToolsetTool[RunDeps]
-    ) -> Any:
-        deps = ctx.deps
-        call_id = ctx.tool_call_id or ""
-        async with deps.writer.store.read() as conn:
-            done = await checkpoints.journaled(conn, deps.run_id, call_id)
-        if done is not None:
-            if done.is_error:
-                raise ToolFailed(str(done.result))
-            return done.result
-        is_error = False
-        token = current_tool_call.set(ToolCallContext(deps.run_id, call_id))
-        try:
-            result = await self.wrapped.call_tool(name, tool_args, ctx, tool)
-        except (ToolFailed, ModelRetry) as exc:
-            is_error, result = True, str(exc.message)
-        finally:
-            current_tool_call.reset(token)
-        result = result if isinstance(result, (str, int, float, bool, type(None), dict, list)) else str(result)
-        deps.state.usage["tool_calls"] = deps.state.usage.get("tool_calls", 0) + 1
-        event = ("tool.error", {"tool_call_id": call_id, "name": name, "error": result}) if is_error else (
-            "tool.result", {"tool_call_id": call_id, "name": name, "result": result})
-
-        async def journal(tx: Tx) -> None:
-            await checkpoints.record_tool(tx.conn, deps.run_id, call_id, name, tool_args, result, is_error=is_error)
-
-        # The journal entry and its event commit together: on resume, neither repeats.
-        await deps.writer.flush(event, changes={"usage": dict(deps.state.usage)}, also=journal)
-        if is_error:
-            raise ToolFailed(str(result))
-        return result
-
-
-def _agent_for(config: dict[str, Any]) -> Agent[RunDeps, Any]:
-    """Agents are stateless between runs: build one per distinct configuration and reuse it."""
-    key = json.dumps([config.get("instructions"), config.get("tools"), config.get("output_schema")], sort_keys=True)
-    agent = _AGENTS.get(key)
-    if agent is None:
-        if len(_AGENTS) >= 256:
-            _AGENTS.pop(next(iter(_AGENTS)))
-        agent = _AGENTS[key] = _build_agent(config)
-    return agent
-
-
-_AGENTS: dict[str, Agent[RunDeps, Any]] = {}
-
-
-def _build_agent(config: dict[str, Any]) -> Agent[RunDeps, Any]:
-    tools = [BUILTIN_TOOLS[name].function for name in config.get("tools", []) if name in BUILTIN_TOOLS]
-    schema = config.get("output_schema")
-    output_type: Any = str
-    if schema:
-        output_type = StructuredDict(schema, name="output")
-    agent: Agent[RunDeps, Any] = Agent(
-        instructions=config.get("instructions") or None,
-        deps_type=RunDeps,
-        output_type=output_type,
-        toolsets=[JournalToolset(FunctionToolset(tools))] if tools else [],
-    )
-    if schema:
-        validator = jsonschema.Draft202012Validator(schema)
-
-        @agent.output_validator
-        def _check(output: Any) -> Any:
-            # StructuredDict does not enforce the schema: validate and let the model retry.
-            errors = sorted(validator.iter_errors(output), key=lambda e: list(e.path))
-            if errors:
-                raise ModelRetry("output does not match the schema: " + "; ".join(e.message for e in errors[:5]))
-            return output
-
-    return agent
-
-
-def _declared_tools(config: dict[str, Any]) -> list[dict[str, Any]]:
-    declared = []
-    for name in config.get("tools", []):
-        spec = BUILTIN_TOOLS.get(name)
-        if spec is None:
-            continue
-        tool = FunctionToolset([spec.function]).tools[name]
-        definition: ToolDefinition = tool.tool_def
-        declared.append({"name": name, "description": definition.description,
-                         "parameters": definition.parameters_json_schema, "side_effects": spec.side_effects})
-    return declared
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -222,7 +114,7 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
     state = RunState(usage=dict(row.usage))
     try:
         try:
-            output, messages = await _drive(store, settings, row, writer, state)
+            outcome = await _drive(store, settings, row, writer, state)
         except asyncio.CancelledError:
             if handle.cancel_reason is None:
                 raise
@@ -237,16 +129,35 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
         except Exception as exc:  # an unrecoverable tool error or a bug: the run fails, the worker goes on
             await _fail(writer, state, f"{type(exc).__name__}: {exc}")
             return
-        await writer.flush(
-            ("run.completed", {"output": output, "usage": state.usage}),
-            to=RunStatus.COMPLETED,
-            changes={"output": output, "usage": state.usage, "worker_id": None, "lease_until": None},
-            also=_saver(row.id, handle.fence.attempt, messages),
-        )
+        await _persist(outcome, writer, state, row, handle)
     except LeaseLost:
         return
     finally:
         writer.close()
+
+
+async def _persist(outcome: Done | Pause, writer: EventWriter, state: RunState, row: Any, handle: RunHandle) -> None:
+    """One store write per outcome: the run completes, or it waits (holding no worker)."""
+    save = _saver(row.id, handle.fence.attempt, outcome.messages, state.history_len, state)
+    if isinstance(outcome, Done):
+        await writer.flush(
+            ("run.completed", {"output": outcome.output, "usage": state.usage}),
+            to=RunStatus.COMPLETED,
+            changes={"output": outcome.output, "usage": state.usage, "worker_id": None, "lease_until": None},
+            also=save,
+        )
+        return
+
+    async def open_waits(tx: Tx) -> None:
+        await save(tx)
+        await waits_store.insert_many(tx.conn, outcome.waits)
+
+    await writer.flush(
+        *outcome.events(),
+        to=RunStatus.WAITING,
+        changes={"waiting_for": outcome.waiting_for, "usage": state.usage, "worker_id": None, "lease_until": None},
+        also=open_waits,
+    )
 
 
 def _error_text(exc: BaseException) -> str:
@@ -283,77 +194,166 @@ async def _on_cancel(writer: EventWriter, state: RunState, handle: RunHandle, ro
     )
 
 
-async def _drive(
-    store: Store, settings: Settings, row: Any, writer: EventWriter, state: RunState
-) -> tuple[Any, list[ModelMessage]]:
+@dataclass
+class Done:
+    output: Any
+    messages: list[ModelMessage]
+
+
+async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter, state: RunState) -> Done | Pause:
+    """Run the agent loop from the checkpoint (or the task) until it ends or pauses for humans."""
     config = row.config
     resolved: ResolvedModel = resolve_model(
-        row.model, config.get("script"), load_routes(str(settings.routes) if settings.routes else None)
+        row.model, config.get("script"), load_routes(str(settings.routes) if settings.routes else None),
+        task=row.original_prompt,
     )
-    agent = _agent_for(config)
     async with store.read() as conn:
-        saved = await checkpoints.load(conn, row.id)
-    history: list[ModelMessage] | None = ModelMessagesTypeAdapter.validate_json(saved) if saved else None
+        saved = await checkpoints.load_with_history_len(conn, row.id)
+        run_waits = await waits_store.for_run(conn, row.id)
+        memory_block = await _memory_block(conn, row, config)
+    history: list[ModelMessage] | None = None
     prompt: str | None = None
-    if history is None:
+    if saved is not None:
+        history = ModelMessagesTypeAdapter.validate_json(saved[0])
+        history_len = saved[1]
+    else:
+        history, history_len = await _thread_history(store, row, config)
         prompt = row.original_prompt
-        writer.emit("tools.declared", {"tools": _declared_tools(config)})
-    deps = RunDeps(row.id, writer, state)
+    state.history_len = history_len
+    is_planning = planning(config, run_waits)
+    names = tool_names(config, row.user_id, planning=is_planning)
+    if saved is None:
+        writer.emit("tools.declared", {"tools": declared_tools(names)})
+    agent = agent_for(config, names)
+    deps = RunDeps(row.id, row.org_id, row.user_id, writer, state,
+                   permission_mode="autonomous" if config.get("permission_mode") == "plan"
+                   else config.get("permission_mode", "autonomous"),
+                   remembered=remembered_tools(run_waits))
+    instructions = "\n\n".join(filter(None, [memory_block, PLAN_INSTRUCTIONS if is_planning else None])) or None
+    deferred = deferred_results(history, run_waits)
+    prompt = prompt or plan_prompt(config, run_waits, history)
     attempt = writer.fence.attempt
+    if prompt is None and deferred is None and history and isinstance(history[-1], ModelResponse):
+        # Resumed at a turn's end (e.g. after a crash before completing): only new messages go on.
+        prompt = await _take_messages(store, row.id, state) or None
+        if prompt is None:
+            return Done(_final_output(history[-1]), history)
 
     async def checkpoint(messages: list[ModelMessage], *extra: tuple[str, dict[str, Any]]) -> None:
-        await writer.flush(*extra, changes={"usage": dict(state.usage)}, also=_saver(row.id, attempt, messages))
+        await writer.flush(*extra, changes={"usage": dict(state.usage)},
+                           also=_saver(row.id, attempt, messages, state.history_len, state))
 
-    tool_names = set(config.get("tools", []))
-    async with agent.iter(prompt, message_history=history, model=resolved.model, deps=deps) as run:
-        unsaved = False
-        async for node in run:
-            if Agent.is_model_request_node(node):
-                if unsaved:
-                    # Tool results (or a retry prompt) are in this request, not yet in history:
-                    # save them now, so a resume sends them instead of running the tools again.
-                    await checkpoint([*run.all_messages(), node.request])
-                    unsaved = False
-                async with node.stream(run.ctx) as stream:
-                    async for event in stream:
-                        _on_stream_event(event, writer, state)
-                    response = stream.response
-                text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
-                extra: list[tuple[str, dict[str, Any]]] = []
-                if text:
-                    extra.append(("message.completed", {"text": text}))
-                for part in response.parts:
-                    if isinstance(part, ToolCallPart) and part.tool_name in tool_names:
-                        extra.append(("tool.call", {"tool_call_id": part.tool_call_id, "name": part.tool_name,
-                                                    "args": _jsonable(part.args_as_dict())}))
-                extra.append(("usage", _add_usage(state, response, resolved.prices)))
-                if any(isinstance(p, ToolCallPart) for p in response.parts):
-                    await checkpoint(run.all_messages(), *extra)
-                else:
-                    # Likely the final answer: its checkpoint commits with the run's end (one
-                    # transaction, not two), or before the next request if the loop goes on.
-                    for type_, data in extra:
-                        writer.emit(type_, data)
-                    unsaved = True
-            elif Agent.is_call_tools_node(node):
-                async with node.stream(run.ctx) as stream:
-                    async for event in stream:
-                        # Bad arguments or an unknown tool: the model is asked to retry. Failures of
-                        # tools that ran are logged by JournalToolset with their journal entry.
-                        if isinstance(event, FunctionToolResultEvent) and event.part.outcome == "retried":
-                            writer.emit("tool.error", {"tool_call_id": event.part.tool_call_id,
-                                                       "name": event.part.tool_name,
-                                                       "error": event.part.model_response_str()})
-                unsaved = True
+    while True:
+        async with agent.iter(prompt, message_history=history, model=resolved.model, deps=deps,
+                              deferred_tool_results=deferred, instructions=instructions) as run:
+            await _loop(run, store, row, writer, state, resolved, set(names), checkpoint)
         assert run.result is not None
-        return _jsonable(run.result.output), run.all_messages()
+        messages, output = run.all_messages(), run.result.output
+        if isinstance(output, DeferredToolRequests):
+            return Pause(waits_for(output, row, config), messages)
+        if is_planning:
+            return Pause([plan_wait(str(output), row, config)], messages)
+        # Messages appended while the model answered its last step start one more turn.
+        follow_up = await _take_messages(store, row.id, state)
+        if not follow_up:
+            return Done(_jsonable(output), messages)
+        history, prompt, deferred = messages, follow_up, None
 
 
-def _saver(run_id: str, attempt: int, messages: list[ModelMessage]) -> Callable[[Tx], Awaitable[None]]:
+async def _loop(run: Any, store: Store, row: Any, writer: EventWriter, state: RunState, resolved: ResolvedModel,
+                names: set[str], checkpoint: Callable[..., Awaitable[None]]) -> None:
+    unsaved = False
+    async for node in run:
+        if Agent.is_model_request_node(node):
+            appended = await _take_messages(store, row.id, state)
+            if appended:
+                node.request.parts = [*node.request.parts, UserPromptPart(appended)]
+            if unsaved:
+                # Tool results (or a retry prompt) are in this request, not yet in history:
+                # save them now, so a resume sends them instead of running the tools again.
+                await checkpoint([*run.all_messages(), node.request])
+                unsaved = False
+            async with node.stream(run.ctx) as stream:
+                async for event in stream:
+                    _on_stream_event(event, writer, state)
+                response = stream.response
+            text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+            extra: list[tuple[str, dict[str, Any]]] = []
+            if text:
+                extra.append(("message.completed", {"text": text}))
+            for part in response.parts:
+                if isinstance(part, ToolCallPart) and part.tool_name in names:
+                    extra.append(("tool.call", {"tool_call_id": part.tool_call_id, "name": part.tool_name,
+                                                "args": _jsonable(part.args_as_dict())}))
+            extra.append(("usage", _add_usage(state, response, resolved.prices)))
+            if any(isinstance(p, ToolCallPart) for p in response.parts):
+                await checkpoint(run.all_messages(), *extra)
+            else:
+                # Likely the final answer: its checkpoint commits with the run's end (one
+                # transaction, not two), or before the next request if the loop goes on.
+                for type_, data in extra:
+                    writer.emit(type_, data)
+                unsaved = True
+        elif Agent.is_call_tools_node(node):
+            async with node.stream(run.ctx) as stream:
+                async for event in stream:
+                    # Bad arguments or an unknown tool: the model is asked to retry. Failures of
+                    # tools that ran are logged by JournalToolset with their journal entry.
+                    if isinstance(event, FunctionToolResultEvent) and event.part.outcome == "retried":
+                        writer.emit("tool.error", {"tool_call_id": event.part.tool_call_id,
+                                                   "name": event.part.tool_name,
+                                                   "error": event.part.model_response_str()})
+            unsaved = True
+
+
+def _final_output(response: ModelResponse) -> Any:
+    return "".join(p.content for p in response.parts if isinstance(p, TextPart))
+
+
+async def _take_messages(store: Store, run_id: str, state: RunState) -> str:
+    """Follow-up messages not yet given to the model; they leave the queue with the next checkpoint."""
+    async with store.read() as conn:
+        pending = await runs_store.pending_messages(conn, run_id)
+    fresh = pending[state.delivered:]
+    state.delivered = len(pending)
+    return "\n\n".join(fresh)
+
+
+async def _memory_block(conn: Any, row: Any, config: dict[str, Any]) -> str | None:
+    if not (config.get("memory", True) and row.user_id):
+        return None
+    saved = await memories.all_for_user(conn, row.org_id, row.user_id)
+    if not saved:
+        return None
+    lines = "\n".join(f"- [{m['id']}] {m['text']}" for m in saved)
+    return f"What you know about this user (ids let you forget a fact):\n{lines}"
+
+
+async def _thread_history(store: Store, row: Any, config: dict[str, Any]) -> tuple[list[ModelMessage] | None, int]:
+    """The thread's earlier runs, as the conversation this run continues (`history` option)."""
+    if not config.get("history", True):
+        return None, 0
+    async with store.read() as conn:
+        earlier = await threads.conversations(conn, row.thread_id, before_run=row.id, terminal_only=True)
+    history: list[ModelMessage] = []
+    for _run_id, blob, history_len in earlier:
+        history.extend(own_messages(ModelMessagesTypeAdapter.validate_json(blob), history_len))
+    if not history:
+        return None, 0
+    history = repair_messages(history)
+    return history, len(history)
+
+
+def _saver(run_id: str, attempt: int, messages: list[ModelMessage], history_len: int,
+           state: RunState) -> Callable[[Tx], Awaitable[None]]:
+    """Save the conversation; follow-up messages it now holds leave the run's queue with it."""
     blob = ModelMessagesTypeAdapter.dump_json(messages).decode()
+    delivered = state.delivered
 
     async def save(tx: Tx) -> None:
-        await checkpoints.save(tx.conn, run_id, attempt, blob)
+        await checkpoints.save(tx.conn, run_id, attempt, blob, history_len=history_len)
+        if delivered:
+            await runs_store.drop_pending_messages(tx.conn, run_id, delivered)
 
     return save
 

@@ -83,25 +83,29 @@ def validate_script(script: Any) -> None:
                                    field=f"metadata.script[{i}].tool_calls")
 
 
-def _step_index(messages: list[ModelMessage]) -> tuple[int, str]:
-    """Which step of the script this request is: responses since the run's task was sent."""
+def _step_index(messages: list[ModelMessage], task: str | None) -> tuple[int, str]:
+    """Which step of the script this request is: responses since the run's task was sent
+    (later user messages — follow-ups, plan approvals — do not restart the script)."""
     count = 0
+    latest = None
     for message in reversed(messages):
         if isinstance(message, ModelResponse):
             count += 1
         elif isinstance(message, ModelRequest):
-            prompts = [p for p in message.parts if isinstance(p, UserPromptPart)]
-            if prompts:
-                content = prompts[-1].content
-                return count, content if isinstance(content, str) else str(content)
-    return count, ""
+            for part in message.parts:
+                if isinstance(part, UserPromptPart):
+                    content = part.content if isinstance(part.content, str) else str(part.content)
+                    latest = latest if latest is not None else content
+                    if task is None or content == task:
+                        return count, content
+    return count, latest or ""
 
 
-def scripted_model(script: list[dict[str, Any]] | None) -> FunctionModel:
+def scripted_model(script: list[dict[str, Any]] | None, task: str | None = None) -> FunctionModel:
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
-        index, task = _step_index(messages)
+        index, task_text = _step_index(messages, task)
         if script is None:
-            step: dict[str, Any] = {"text": f"You said: {task[:200]}" if index == 0 else "done"}
+            step: dict[str, Any] = {"text": f"You said: {task_text[:200]}" if index == 0 else "done"}
         elif index < len(script):
             step = script[index]
         else:
@@ -140,9 +144,11 @@ def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
     return name in (SCRIPTED, "test") or name in routes or (name.startswith(MODEL_PREFIXES) and ":" in name and not name.endswith(":"))
 
 
-def resolve_model(name: str, script: list[dict[str, Any]] | None, routes: dict[str, dict[str, Any]]) -> ResolvedModel:
+def resolve_model(
+    name: str, script: list[dict[str, Any]] | None, routes: dict[str, dict[str, Any]], *, task: str | None = None
+) -> ResolvedModel:
     if name == SCRIPTED:
-        return ResolvedModel(scripted_model(script), SCRIPTED, Prices())
+        return ResolvedModel(scripted_model(script, task), SCRIPTED, Prices())
     route = routes.get(name)
     if route is None:
         return ResolvedModel(infer_model(name), name)

@@ -96,6 +96,7 @@ def test_threads_new_when_absent_and_reused_when_given(http: httpx.Client) -> No
     second = create(http, agent_id=first["agent_id"])
     assert first["thread_id"].startswith("thr_")
     assert second["thread_id"] != first["thread_id"]
+    wait(http, first["id"])  # a thread takes one active run at a time (multitask=reject)
     third = create(http, agent_id=first["agent_id"], thread_id=first["thread_id"])
     assert third["thread_id"] == first["thread_id"]
     r = http.post("/v1/runs", json={"agent_id": first["agent_id"], "message": "x", "thread_id": "thr_nope"})
@@ -142,7 +143,9 @@ def test_thread_runs_create_and_list(http: httpx.Client) -> None:
     thread = first["thread_id"]
     made = [first["id"]]
     for text in ("two", "three"):
-        r = http.post(f"/v1/threads/{thread}/runs", json={"agent_id": first["agent_id"], "message": text})
+        # multitask=enqueue: the thread already has an active run, this one starts after it.
+        r = http.post(f"/v1/threads/{thread}/runs",
+                      json={"agent_id": first["agent_id"], "message": text, "multitask": "enqueue"})
         assert r.status_code == 201, r.text
         assert r.json()["thread_id"] == thread
         made.append(r.json()["id"])
@@ -282,7 +285,7 @@ def test_list_filters(http: httpx.Client) -> None:
     tag = unique("tag")
     agent_a = create(http, metadata={"tag": tag, "kind": "a"}, user_id="alice")
     a2 = create(http, agent_id=agent_a["agent_id"], thread_id=agent_a["thread_id"],
-                metadata={"tag": tag, "kind": "a"}, user_id="bob")
+                metadata={"tag": tag, "kind": "a"}, user_id="bob", multitask="enqueue")
     b1 = create(http, metadata={"tag": tag, "kind": "b", "script": [{"error": "boom"}]}, user_id="alice")
     b2 = create(http, agent_id=b1["agent_id"], metadata={"tag": tag, "kind": "b", "script": [{"delay": 10}]})
     made = [agent_a, a2, b1, b2]

@@ -10,12 +10,23 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...domain import Run, RunStatus
-from ...store import agents, events, runs, threads
-from ...store.errors import Conflict, InvalidInput, PayloadTooLarge
+from ...domain import Run, RunStatus, Wait
+from ...store import agents, events, runs, threads, waits
+from ...store.errors import Conflict, InvalidInput, InvalidTransition, PayloadTooLarge
 from ..auth import org_id
 from ..errors import ERRORS, ApiError
-from ..schemas import EventList, Limits, RunCreate, RunList, ThreadRunCreate
+from ..schemas import (
+    AnswerBody,
+    ApproveBody,
+    EventList,
+    InputBody,
+    Limits,
+    MessageBody,
+    RunCreate,
+    RunList,
+    ThreadRunCreate,
+    WaitList,
+)
 from ..sse import event_stream, sse_response
 from .agents import check_agent_fields
 
@@ -69,6 +80,8 @@ async def _create_run(
             model=body.model,
             user_id=body.user_id,
             metadata=body.metadata,
+            options=body.options(),
+            multitask=body.multitask,
             idempotency_key=idempotency_key,
             # `stream` only changes how the answer is delivered, not which run is made.
             request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
@@ -126,6 +139,26 @@ def _metadata_filters(request: Request) -> dict[str, str]:
     return filters
 
 
+SEED_STATUSES = {"awaiting_approval": ("waiting", ["approval"]), "waiting_for_input": ("waiting", ["question", "input"])}
+
+
+def _statuses(values: list[str] | None) -> list[tuple[RunStatus, list[str] | None]] | None:
+    if not values:
+        return None
+    out: list[tuple[RunStatus, list[str] | None]] = []
+    for value in values:
+        if value in SEED_STATUSES:
+            status, waiting_for = SEED_STATUSES[value]
+            out.append((RunStatus(status), waiting_for))
+            continue
+        try:
+            out.append((RunStatus(value), None))
+        except ValueError:
+            names = ", ".join([*(s.value for s in RunStatus), *SEED_STATUSES])
+            raise InvalidInput(f"status {value!r} is not one of {names}", field="status") from None
+    return out
+
+
 @router.get("/v1/runs", response_model=RunList)
 async def list_runs(
     request: Request,
@@ -136,7 +169,9 @@ async def list_runs(
     agent_id: str | None = Query(None, max_length=40),
     thread_id: str | None = Query(None, max_length=40),
     user_id: str | None = Query(None, max_length=200),
-    status: list[RunStatus] | None = Query(None),
+    status: list[str] | None = Query(
+        None, description="Repeatable. Also the seeds' names: awaiting_approval, waiting_for_input."
+    ),
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> dict[str, Any]:
@@ -144,7 +179,7 @@ async def list_runs(
     async with request.app.state.store.read() as conn:
         data, has_more, cursor = await runs.list_(
             conn, org, limit=limit, before=before, after=after, agent_id=agent_id, thread_id=thread_id,
-            user_id=user_id, statuses=status, metadata=_metadata_filters(request),
+            user_id=user_id, statuses=_statuses(status), metadata=_metadata_filters(request),
             created_after=created_after, created_before=created_before,
         )
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
@@ -218,3 +253,109 @@ async def run_events(
             batch = batch[:limit]
             return {"data": batch, "has_more": has_more, "next_cursor": str(batch[-1]["seq"]) if has_more else None}
     return sse_response(event_stream(store, org, run_id, cursor), run_id=run_id)
+
+
+# Humans in the loop: answers, approvals, free input, follow-ups.
+
+
+async def _resolve(request: Request, org: str, run_id: str, wait_id: str | None, answer: Any, kind: str | None,
+                   ) -> dict[str, Any]:
+    async with request.app.state.store.tx() as tx:
+        return await waits.resolve(tx, org, run_id, wait_id, answer, kind=kind, resolved_by=f"api:{org}")
+
+
+@router.get("/v1/runs/{run_id}/waits", response_model=WaitList)
+async def run_waits(run_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    """Every pause of the run, oldest first, with its status and answer."""
+    async with request.app.state.store.read() as conn:
+        await runs.get(conn, org, run_id)
+        data = await waits.for_run(conn, run_id)
+    return {"data": data, "has_more": False, "next_cursor": None}
+
+
+@router.post("/v1/runs/{run_id}/answer", response_model=Wait)
+async def answer_run(run_id: str, body: AnswerBody, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    """Answer the run's clarifying question(s): `{question: answer}`."""
+    return await _resolve(request, org, run_id, body.wait_id, {"answers": body.answers}, "question")
+
+
+@router.post("/v1/runs/{run_id}/approve", response_model=Wait)
+async def approve_run(run_id: str, body: ApproveBody, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    """Allow or deny a tool call (or a plan) the run waits on; `remember` allows that tool for the rest of it."""
+    answer: dict[str, Any] = {"decision": body.decision}
+    if body.reason is not None:
+        answer["reason"] = body.reason
+    if body.remember:
+        answer["remember"] = True
+    return await _resolve(request, org, run_id, body.wait_id, answer, "approval")
+
+
+ALLOW_WORDS = {"allow", "allowed", "approve", "approved", "yes", "y", "ok", "okay"}
+
+
+def _answer_from_text(wait: dict[str, Any], content: str) -> Any:
+    """Free text as the answer to any wait, as the seed HTTP API's `/input` takes it."""
+    if wait["kind"] == "approval":
+        if content.strip().lower() in ALLOW_WORDS:
+            return {"decision": "allow"}
+        return {"decision": "deny", "reason": content}
+    if wait["kind"] == "input":
+        return {"content": content}
+    return {"answers": {q["question"]: content for q in wait["request"].get("questions", [])}}
+
+
+async def _input(request: Request, org: str, run_id: str, content: str) -> dict[str, Any]:
+    if len(content.encode()) > Limits.MESSAGE_BYTES:
+        raise PayloadTooLarge(f"content is larger than {Limits.MESSAGE_BYTES // 1024} KB", field="content")
+    async with request.app.state.store.tx() as tx:
+        run = await runs.get(tx.conn, org, run_id, lock=True)
+        open_waits = [w for w in await waits.for_run(tx.conn, run_id) if w["status"] == "open"]
+        if run["status"] != RunStatus.WAITING.value or not open_waits:
+            raise InvalidTransition(f"run {run_id} is {run['status']}: it is not waiting for input")
+        wait = open_waits[0]
+        return await waits.resolve(tx, org, run_id, wait["id"], _answer_from_text(wait, content),
+                                   resolved_by=f"api:{org}")
+
+
+@router.post("/v1/runs/{run_id}/input", response_model=Wait)
+async def input_run(run_id: str, body: InputBody, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+    """Free text (≤ 32 KB) that answers whatever the run waits for; 409 when it is not waiting."""
+    return await _input(request, org, run_id, body.content)
+
+
+@router.post("/v1/runs/{run_id}/messages", response_model=Run)
+async def append_run_message(run_id: str, body: MessageBody, request: Request, org: str = Depends(org_id)) -> Any:
+    """Add a user message to a run in flight: the model sees it at its next step."""
+    if len(body.message.encode()) > Limits.MESSAGE_BYTES:
+        raise PayloadTooLarge(f"message is larger than {Limits.MESSAGE_BYTES // 1024} KB", field="message")
+    async with request.app.state.store.tx() as tx:
+        return await runs.append_message(tx, org, run_id, body.message)
+
+
+@router.post("/v1/runs/{run_id}/reply", response_model=Run, status_code=201,
+             responses={200: {"model": Run, "description": "The run was waiting: the reply answered it"}})
+async def reply_run(run_id: str, body: MessageBody, request: Request, org: str = Depends(org_id)) -> Any:
+    """A follow-up: a new run on the same thread and agent that sees the conversation so far.
+    A reply to a waiting run answers it as free input instead."""
+    if len(body.message.encode()) > Limits.MESSAGE_BYTES:
+        raise PayloadTooLarge(f"message is larger than {Limits.MESSAGE_BYTES // 1024} KB", field="message")
+    store = request.app.state.store
+    async with store.read() as conn:
+        run = await runs.get(conn, org, run_id)
+    if run["status"] == RunStatus.WAITING.value:
+        await _input(request, org, run_id, body.message)
+        async with store.read() as conn:
+            return JSONResponse(Run.model_validate(await runs.get(conn, org, run_id)).model_dump(mode="json"))
+    if not RunStatus(run["status"]).is_terminal:
+        raise InvalidTransition(
+            f"run {run_id} is {run['status']}: add to it with POST /v1/runs/{run_id}/messages, "
+            "or reply once it has ended"
+        )
+    async with store.tx() as tx:
+        agent = await agents.get(tx.conn, org, run["agent_id"])
+        new = await runs.create(
+            tx, org, agent=agent, message=body.message, thread_id=run["thread_id"], tools=run["tools"],
+            model=run["model"], user_id=run["user_id"], metadata={},
+            options={k: run[k] for k in runs.RUN_OPTIONS},
+        )
+    return JSONResponse(Run.model_validate(new).model_dump(mode="json"), status_code=201)
