@@ -32,6 +32,8 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.tools import DeferredToolRequests
 
+import logging
+
 from ..config import Settings
 from ..domain import RunStatus
 from ..store import checkpoints, memories, queue, threads
@@ -46,6 +48,8 @@ from .humans import Pause, deferred_results, own_messages, plan_prompt, plan_wai
 from .writer import EventWriter
 
 __all__ = ["CancelReason", "RunHandle", "execute"]
+
+log = logging.getLogger("runyard.worker")
 
 
 class CancelReason(str, enum.Enum):
@@ -115,6 +119,7 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
     try:
         try:
             outcome = await _drive(store, settings, row, writer, state)
+            await _persist(outcome, writer, state, row, handle)
         except asyncio.CancelledError:
             if handle.cancel_reason is None:
                 raise
@@ -127,9 +132,9 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
             await _fail(writer, state, _error_text(exc))
             return
         except Exception as exc:  # an unrecoverable tool error or a bug: the run fails, the worker goes on
+            log.exception("run %s failed", row.id)
             await _fail(writer, state, f"{type(exc).__name__}: {exc}")
             return
-        await _persist(outcome, writer, state, row, handle)
     except LeaseLost:
         return
     finally:
@@ -169,6 +174,18 @@ def _error_text(exc: BaseException) -> str:
 
 
 async def _fail(writer: EventWriter, state: RunState, error: str) -> None:
+    try:
+        await _write_failure(writer, state, error)
+    except LeaseLost:
+        raise
+    except Exception:
+        # What failed may be in the buffer itself (e.g. data the store cannot encode): the
+        # run's end matters more than those events.
+        writer.discard()
+        await _write_failure(writer, state, error)
+
+
+async def _write_failure(writer: EventWriter, state: RunState, error: str) -> None:
     await writer.flush(
         ("run.failed", {"error": error, "usage": state.usage}),
         to=RunStatus.FAILED,
@@ -223,7 +240,8 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
     is_planning = planning(config, run_waits)
     names = tool_names(config, row.user_id, planning=is_planning)
     if saved is None:
-        writer.emit("tools.declared", {"tools": declared_tools(names)})
+        # The tools the run may use (in plan mode they stay hidden until the plan is approved).
+        writer.emit("tools.declared", {"tools": declared_tools(tool_names(config, row.user_id))})
     agent = agent_for(config, names)
     deps = RunDeps(row.id, row.org_id, row.user_id, writer, state,
                    permission_mode="autonomous" if config.get("permission_mode") == "plan"

@@ -8,6 +8,7 @@ checkpoint, so the model sees each answer as the tool's result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,9 +44,13 @@ class Pause:
             ("tool.approval_requested", {"wait_id": w["id"], **w["request"]})
             for w in self.waits if w["kind"] == "approval" and w["tool_call_id"] is not None
         ]
-        public = [{k: v for k, v in w.items() if k != "org_id"} for w in self.waits]
+        public = [_jsonable({k: v for k, v in w.items() if k != "org_id"}) for w in self.waits]
         new.append(("run.waiting", {"waiting_for": self.waiting_for, "waits": public}))
         return new
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat().replace("+00:00", "Z")))
 
 
 def _wait(row: Any, config: dict[str, Any], kind: str, request: dict[str, Any], schema: dict[str, Any],

@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from ..config import Settings
-from ..store import queue
+from ..store import queue, waits
 from ..store.db import Store
 from ..store.errors import LeaseLost
 from .executor import CancelReason, RunHandle, execute
@@ -147,5 +147,8 @@ class Worker:
                 handle.cancel(CancelReason.USER)
 
     async def reap(self) -> tuple[int, int]:
+        """Requeue runs whose lease expired, and apply the timeout of waits past their deadline."""
+        async with self.store.tx() as tx:
+            await waits.expire_due(tx)
         async with self.store.tx() as tx:
             return await queue.reap_expired(tx, max_attempts=self.settings.max_attempts)

@@ -80,6 +80,11 @@ class EventWriter:
             del self._buffer[:taken]
             return written
 
+    def discard(self) -> None:
+        """Drop buffered events that could not be written (the caller is failing the run)."""
+        self._buffer.clear()
+        self._error = None
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
