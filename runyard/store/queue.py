@@ -103,9 +103,13 @@ async def release(tx: Tx, run_id: str, fence: Fence, *, reason: str) -> None:
     tx.publish_after_commit("queue", run_id)
 
 
-def decide(attempt: int, max_attempts: int) -> RunStatus:
-    """What an expired lease turns into: another try, or failure once attempts are spent."""
-    return RunStatus.FAILED if attempt >= max_attempts else RunStatus.PENDING
+def decide(lost_leases: int, max_attempts: int) -> RunStatus:
+    """What an expired lease turns into: another try, or failure once attempts are spent.
+
+    Only lost leases count: resuming after a pause for a human claims the run again too,
+    and that must not use up its attempts.
+    """
+    return RunStatus.FAILED if lost_leases >= max_attempts else RunStatus.PENDING
 
 
 async def reap_expired(tx: Tx, *, max_attempts: int, all_running: bool = False) -> tuple[int, int]:
@@ -114,24 +118,27 @@ async def reap_expired(tx: Tx, *, max_attempts: int, all_running: bool = False) 
     `all_running` treats every running run as expired: an embedded server at startup knows
     no other process holds SQLite runs.
     """
-    query = select(runs.c.id, runs.c.attempt, runs.c.output, runs.c.usage).where(
+    query = select(runs.c.id, runs.c.attempt, runs.c.lost_leases, runs.c.usage).where(
         runs.c.status == RunStatus.RUNNING.value
     )
     if not all_running:
         query = query.where(runs.c.lease_until < tx.store.db_now())
     requeued = failed = 0
     for row in (await tx.conn.execute(query.with_for_update(skip_locked=True))).all():
-        if decide(row.attempt, max_attempts) is RunStatus.FAILED:
-            error = f"run exceeded max_attempts ({max_attempts}): its worker stopped renewing the lease"
+        lost = row.lost_leases + 1
+        if decide(lost, max_attempts) is RunStatus.FAILED:
+            error = (f"run exceeded max_attempts ({max_attempts}): its worker stopped renewing the lease "
+                     f"{lost} times")
             await events.append(
                 tx, row.id, [("run.failed", {"error": error, "usage": row.usage})],
-                to=RunStatus.FAILED, changes={"error": error, "worker_id": None, "lease_until": None},
+                to=RunStatus.FAILED,
+                changes={"error": error, "worker_id": None, "lease_until": None, "lost_leases": lost},
             )
             failed += 1
         else:
             await events.append(
                 tx, row.id, [("run.requeued", {"reason": "lease expired", "attempt": row.attempt})],
-                to=RunStatus.PENDING, changes={"worker_id": None, "lease_until": None},
+                to=RunStatus.PENDING, changes={"worker_id": None, "lease_until": None, "lost_leases": lost},
             )
             tx.publish_after_commit("queue", row.id)
             requeued += 1

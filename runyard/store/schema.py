@@ -147,7 +147,10 @@ runs = Table(
     Column("completed_at", UTCDateTime),
     Column("failed_at", UTCDateTime),
     Column("cancelled_at", UTCDateTime),
+    # Claims so far (each resume after a pause is a claim too).
     Column("attempt", Integer, nullable=False, default=0),
+    # Leases that expired (crashed or stuck workers): the reaper fails the run at max_attempts.
+    Column("lost_leases", Integer, nullable=False, server_default="0"),
     Column("worker_id", String(80)),
     # Epoch seconds on the database's clock (never a worker's).
     Column("lease_until", Float),
