@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     """A run whose lease expired this many times fails. Default 3."""
     flush_interval: float = Field(default=0.01, gt=0)
     """Token deltas are committed in batches at most this far apart. Default 10 ms."""
+    sse_heartbeat: float = Field(default=15.0, gt=0)
+    """Seconds of silence after which an SSE stream sends a `: ping` comment. Default 15."""
     http_get_timeout: float = 10.0
     """Time limit of the `http_get` tool. Default 10 s."""
     http_get_max_bytes: int = 256 * 1024

@@ -87,7 +87,8 @@ async def _create_run(
             request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
         )
     if body.stream:
-        return sse_response(event_stream(store, org, run["id"], 0), status_code=201, run_id=run["id"])
+        stream = event_stream(store, org, run["id"], 0, heartbeat=request.app.state.settings.sse_heartbeat)
+        return sse_response(stream, status_code=201, run_id=run["id"])
     return JSONResponse(Run.model_validate(run).model_dump(mode="json"), status_code=201)
 
 
@@ -252,7 +253,8 @@ async def run_events(
             has_more = len(batch) > limit
             batch = batch[:limit]
             return {"data": batch, "has_more": has_more, "next_cursor": str(batch[-1]["seq"]) if has_more else None}
-    return sse_response(event_stream(store, org, run_id, cursor), run_id=run_id)
+    stream = event_stream(store, org, run_id, cursor, heartbeat=request.app.state.settings.sse_heartbeat)
+    return sse_response(stream, run_id=run_id)
 
 
 # Humans in the loop: answers, approvals, free input, follow-ups.
