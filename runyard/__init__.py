@@ -9,6 +9,10 @@ with client.runs.stream("Say hello", name="greeter", instructions="Be brief.") a
         print(event.type, event.data)
 ```
 
+Runs with `human_in_the_loop=True` may pause for a human: `runs.wait(..., on_question=,
+on_approval=, on_input=)` answers through callbacks, streams yield a `RunWaiting` event, and
+`runs.answer`, `runs.approve`, `runs.input` and `runs.reply` answer by hand.
+
 Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
 """
 
@@ -30,11 +34,12 @@ from ._exceptions import (
     TimeoutError,
     ValidationError,
 )
+from ._events import RunWaiting
 from ._pagination import AsyncPage, AsyncPaginator, SyncPage
-from ._resources import AgentDeleted, RunCreateParams
+from ._resources import AgentDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
 from ._streaming import AsyncRunStream, RunAccumulator, RunStream, ServerSentEvent, SSEDecoder
 from ._types import NOT_GIVEN, NotGiven
-from .domain import Agent, Event, Run, RunStatus, Thread, Usage
+from .domain import Agent, Event, Memory, Run, RunStatus, Thread, ThreadMessage, Usage, Wait
 
 from ._version import __version__
 
@@ -54,6 +59,8 @@ __all__ = [
     "ConflictError",
     "Event",
     "InternalServerError",
+    "Memory",
+    "MemoryDeleted",
     "NOT_GIVEN",
     "NotFoundError",
     "NotGiven",
@@ -65,6 +72,7 @@ __all__ = [
     "RunFailedError",
     "RunStatus",
     "RunStream",
+    "RunWaiting",
     "Runyard",
     "RunyardError",
     "ServerSentEvent",
@@ -72,9 +80,12 @@ __all__ = [
     "StreamClosedError",
     "SyncPage",
     "Thread",
+    "ThreadDeleted",
+    "ThreadMessage",
     "TimeoutError",
     "Usage",
     "ValidationError",
+    "Wait",
 ]
 
 # Errors and models print as `runyard.NotFoundError`, not `runyard._exceptions.NotFoundError`.

@@ -286,6 +286,9 @@ class SyncAPIClient(BaseClient):
         )
         return self._parse(self.request(options), model)
 
+    def _request_json(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+        return self.request(RequestOptions(method, path, params=params, json=json)).json()
+
     def _request_page(self, path: str, model: type[_ModelT], params: Mapping[str, Any]) -> SyncPage[_ModelT]:
         def fetch(cursor: dict[str, Any]) -> SyncPage[_ModelT]:
             response = self.request(RequestOptions("GET", path, params={**params, **cursor}))
@@ -365,6 +368,11 @@ class AsyncAPIClient(BaseClient):
             method, path, params=params, json=json, idempotency_key=idempotency_key, timeout=timeout
         )
         return self._parse(await self.request(options), model)
+
+    async def _request_json(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
+    ) -> Any:
+        return (await self.request(RequestOptions(method, path, params=params, json=json))).json()
 
     def _request_page(self, path: str, model: type[_ModelT], params: Mapping[str, Any]) -> AsyncPaginator[_ModelT]:
         async def fetch(cursor: dict[str, Any]) -> AsyncPage[_ModelT]:

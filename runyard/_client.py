@@ -14,19 +14,34 @@ from ._base_client import (
     SyncAPIClient,
     path_for,
 )
-from ._resources import AsyncAgents, AsyncRuns, AsyncThreads, Agents, Runs, Threads
+from ._resources import (
+    Agents,
+    AsyncAgents,
+    AsyncRuns,
+    AsyncThreads,
+    AsyncUsers,
+    AsyncWaits,
+    Runs,
+    Threads,
+    Users,
+    Waits,
+)
 from ._resources.runs import SSE_HEADERS
+from ._types import NOT_GIVEN, NotGiven
 
 __all__ = ["AsyncRunyard", "Runyard"]
 
 
-def _event_stream_options(run_id: str, after_seq: int) -> RequestOptions:
+def _event_stream_options(
+    run_id: str, after_seq: int, timeout: httpx.Timeout | float | None | NotGiven = NOT_GIVEN
+) -> RequestOptions:
     # `after_seq` is what the server reads; `Last-Event-ID` says the same for SSE-aware proxies.
     headers = dict(SSE_HEADERS)
     if after_seq:
         headers["Last-Event-ID"] = str(after_seq)
     return RequestOptions(
-        "GET", path_for("/v1/runs/{}/events", run_id), params={"after_seq": after_seq}, headers=headers
+        "GET", path_for("/v1/runs/{}/events", run_id), params={"after_seq": after_seq}, headers=headers,
+        timeout=timeout,
     )
 
 
@@ -56,7 +71,11 @@ class Runyard(SyncAPIClient):
     runs: Runs
     """Start, stream, wait for, list and cancel runs."""
     threads: Threads
-    """Runs of conversation threads."""
+    """Conversation threads, their messages and their runs."""
+    waits: Waits
+    """What needs a human, across runs."""
+    users: Users
+    """What the org keeps about its end users (`client.users.memories`)."""
 
     def __init__(
         self,
@@ -79,9 +98,13 @@ class Runyard(SyncAPIClient):
         self.agents = Agents(self)
         self.runs = Runs(self)
         self.threads = Threads(self, self.runs)
+        self.waits = Waits(self)
+        self.users = Users(self)
 
-    def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
-        return self.request(_event_stream_options(run_id, after_seq), stream=True)
+    def _open_event_stream(
+        self, run_id: str, *, after_seq: int, timeout: httpx.Timeout | float | None | NotGiven = NOT_GIVEN
+    ) -> httpx.Response:
+        return self.request(_event_stream_options(run_id, after_seq, timeout), stream=True)
 
     def __repr__(self) -> str:
         return f"Runyard(base_url={str(self.base_url)!r})"
@@ -105,7 +128,11 @@ class AsyncRunyard(AsyncAPIClient):
     runs: AsyncRuns
     """Start, stream, wait for, list and cancel runs."""
     threads: AsyncThreads
-    """Runs of conversation threads."""
+    """Conversation threads, their messages and their runs."""
+    waits: AsyncWaits
+    """What needs a human, across runs."""
+    users: AsyncUsers
+    """What the org keeps about its end users (`client.users.memories`)."""
 
     def __init__(
         self,
@@ -128,9 +155,13 @@ class AsyncRunyard(AsyncAPIClient):
         self.agents = AsyncAgents(self)
         self.runs = AsyncRuns(self)
         self.threads = AsyncThreads(self, self.runs)
+        self.waits = AsyncWaits(self)
+        self.users = AsyncUsers(self)
 
-    async def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
-        return await self.request(_event_stream_options(run_id, after_seq), stream=True)
+    async def _open_event_stream(
+        self, run_id: str, *, after_seq: int, timeout: httpx.Timeout | float | None | NotGiven = NOT_GIVEN
+    ) -> httpx.Response:
+        return await self.request(_event_stream_options(run_id, after_seq, timeout), stream=True)
 
     def __repr__(self) -> str:
         return f"AsyncRunyard(base_url={str(self.base_url)!r})"

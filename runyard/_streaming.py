@@ -8,6 +8,10 @@ which is what lets a dropped stream resume with `Last-Event-ID`.
 
 `SSEDecoder` and `RunAccumulator` do no I/O, so they can be driven by hand or by tests.
 `RunStream` and `AsyncRunStream` add only the reading, the reconnecting and the sleeping.
+
+A run that pauses for a human (`run.waiting`, parsed as `RunWaiting`) ends the iteration once
+the caller pulls past that event while the run is still paused; `stream.waiting` then lists
+the open waits. Answer them, and iterate the same stream again to go on from there.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import _exceptions as _exc
-from .domain import Event, Run, RunStatus, Usage
+from ._events import RunWaiting, event_from_json
+from .domain import Event, Run, RunStatus, Usage, Wait
 
 if TYPE_CHECKING:
     from ._client import AsyncRunyard, Runyard
@@ -150,7 +155,7 @@ def parse_event(sse: ServerSentEvent) -> Event | None:
     """Turn an SSE message into a run `Event`; `None` for a message with no envelope."""
     if not sse.data.strip():
         return None
-    return Event.model_validate_json(sse.data)
+    return event_from_json(sse.data)
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -158,6 +163,7 @@ def parse_event(sse: ServerSentEvent) -> Event | None:
 _STATUS_BY_EVENT = {
     "run.queued": RunStatus.PENDING,
     "run.started": RunStatus.RUNNING,
+    "run.waiting": RunStatus.WAITING,
     "run.completed": RunStatus.COMPLETED,
     "run.failed": RunStatus.FAILED,
     "run.cancelled": RunStatus.CANCELLED,
@@ -202,12 +208,19 @@ class RunAccumulator:
         """Whether a `run.cancel_requested` event was seen."""
         self.terminal_event: Event | None = None
         """The `run.completed`, `run.failed` or `run.cancelled` event, once seen."""
+        self.open_waits: dict[str, Wait] = {}
+        """The waits of the current pause not answered yet, by id (empty unless `status` is `waiting`)."""
         self._message_has_deltas = False
 
     @property
     def is_done(self) -> bool:
         """Whether the terminal event was seen; no event follows it."""
         return self.terminal_event is not None
+
+    @property
+    def waiting(self) -> list[Wait]:
+        """The open waits of the run's current pause, oldest first; empty when it is not paused."""
+        return list(self.open_waits.values())
 
     def add(self, event: Event) -> bool:
         """Fold one event in. Return False (and change nothing) when it was already seen."""
@@ -242,6 +255,14 @@ class RunAccumulator:
                 self.usage = Usage.model_validate(data["usage"])
         elif event.type == "run.failed":
             self.error = data.get("error")
+        elif isinstance(event, RunWaiting):
+            self.open_waits.update((w.id, w) for w in event.waits)
+        elif event.type == "run.input_received":
+            self.open_waits.pop(str(data.get("wait_id")), None)
+            if not self.open_waits and self.status is RunStatus.WAITING:
+                self.status = RunStatus.PENDING  # the answer requeues the run
+        if event.type == "run.started" or event.is_terminal:
+            self.open_waits.clear()
         if event.is_terminal:
             self.terminal_event = event
         return True
@@ -256,6 +277,11 @@ def reconnect_delay(attempt: int, retry_ms: int | None) -> float:
     if retry_ms is not None:
         return min(retry_ms / 1000, RECONNECT_MAX_DELAY)
     return min(RECONNECT_INITIAL_DELAY * 2 ** (attempt - 1), RECONNECT_MAX_DELAY)
+
+
+def still_paused(run: Run, event: RunWaiting) -> bool:
+    """Whether `run` (fetched after `event` was read) is still in the pause `event` announced."""
+    return run.status is RunStatus.WAITING and run.last_seq <= event.seq
 
 
 def _gave_up(run_id: str | None, failures: int) -> _exc.APIConnectionError:
@@ -290,6 +316,18 @@ class RunStream:
     If the connection drops before the terminal event, it reconnects to
     `GET /v1/runs/{id}/events` with `after_seq` set to the last seq it delivered, so no event
     is lost or repeated. Iteration ends after `run.completed`, `run.failed` or `run.cancelled`.
+
+    A pause for a human arrives as a `RunWaiting` event. Answer it inside the loop and the
+    iteration goes on; pull the next event while the run is still paused and the iteration ends,
+    with `stream.waiting` listing the open waits. Iterate again after answering to go on:
+
+    ```python
+    with client.runs.stream("Plan my trip", agent_id=agent.id, human_in_the_loop=True) as stream:
+        for event in stream:
+            if isinstance(event, runyard.RunWaiting):
+                client.runs.answer(stream.run_id, {"Where to?": "Lisbon"})
+        run = stream.final_run()
+    ```
     """
 
     def __init__(
@@ -310,6 +348,7 @@ class RunStream:
         self._peeked: deque[Event] = deque()
         self._opened: httpx.Response | None = None
         self._closed = False
+        self._paused = False
 
     @property
     def run_id(self) -> str | None:
@@ -325,6 +364,11 @@ class RunStream:
     def last_seq(self) -> int:
         """The seq of the last event delivered."""
         return self.accumulator.last_seq
+
+    @property
+    def waiting(self) -> list[Wait]:
+        """The open waits when the run is paused for a human (empty otherwise); truthy while paused."""
+        return self.accumulator.waiting
 
     def __enter__(self) -> RunStream:
         self._opened = self._open()
@@ -346,17 +390,24 @@ class RunStream:
         if self._closed:
             raise _closed_error()
         if self._iterator is None:
+            self._paused = False
             self._iterator = self._iter_events()
-        return next(self._iterator)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            if self._paused:
+                self._iterator = None  # iterating again goes on after the pause
+            raise
 
     def until_done(self) -> RunStream:
-        """Read (and drop) the remaining events, up to the terminal one."""
-        for _ in self:
-            pass
+        """Read (and drop) the remaining events, up to the terminal one or a pause."""
+        if not self._paused:
+            for _ in self:
+                pass
         return self
 
     def final_run(self) -> Run:
-        """Consume the rest of the stream, then fetch and return the run."""
+        """Consume the rest of the stream (up to its end or a pause), then fetch and return the run."""
         if not self.accumulator.is_done:
             self.until_done()
         assert self.run_id is not None
@@ -402,6 +453,10 @@ class RunStream:
                         yield event
                         if event.is_terminal:
                             return
+                        # Checked once the caller pulls on, so an answer given in the loop body counts.
+                        if isinstance(event, RunWaiting) and self._still_paused(event):
+                            self._paused = True
+                            return
             except httpx.TransportError as exc:
                 dropped = exc
             finally:
@@ -420,6 +475,11 @@ class RunStream:
             return False
         run = self._client.runs.get(self.accumulator.run_id)
         return run.is_terminal and run.last_seq <= self.accumulator.last_seq
+
+    def _still_paused(self, event: RunWaiting) -> bool:
+        # A `run.waiting` from the backlog may have been answered long ago: only a run that is
+        # waiting with nothing after this event is paused here.
+        return still_paused(self._client.runs.get(event.run_id), event)
 
 
 # --------------------------------------------------------------------------- async stream
@@ -458,6 +518,7 @@ class AsyncRunStream:
         self._peeked: deque[Event] = deque()
         self._opened: httpx.Response | None = None
         self._closed = False
+        self._paused = False
 
     @property
     def run_id(self) -> str | None:
@@ -473,6 +534,11 @@ class AsyncRunStream:
     def last_seq(self) -> int:
         """The seq of the last event delivered."""
         return self.accumulator.last_seq
+
+    @property
+    def waiting(self) -> list[Wait]:
+        """The open waits when the run is paused for a human (empty otherwise); truthy while paused."""
+        return self.accumulator.waiting
 
     async def __aenter__(self) -> AsyncRunStream:
         self._opened = await self._open()
@@ -494,17 +560,24 @@ class AsyncRunStream:
         if self._closed:
             raise _closed_error()
         if self._iterator is None:
+            self._paused = False
             self._iterator = self._iter_events()
-        return await self._iterator.__anext__()
+        try:
+            return await self._iterator.__anext__()
+        except StopAsyncIteration:
+            if self._paused:
+                self._iterator = None  # iterating again goes on after the pause
+            raise
 
     async def until_done(self) -> AsyncRunStream:
-        """Read (and drop) the remaining events, up to the terminal one."""
-        async for _ in self:
-            pass
+        """Read (and drop) the remaining events, up to the terminal one or a pause."""
+        if not self._paused:
+            async for _ in self:
+                pass
         return self
 
     async def final_run(self) -> Run:
-        """Consume the rest of the stream, then fetch and return the run."""
+        """Consume the rest of the stream (up to its end or a pause), then fetch and return the run."""
         if not self.accumulator.is_done:
             await self.until_done()
         assert self.run_id is not None
@@ -551,6 +624,10 @@ class AsyncRunStream:
                         yield event
                         if event.is_terminal:
                             return
+                        # Checked once the caller pulls on, so an answer given in the loop body counts.
+                        if isinstance(event, RunWaiting) and await self._still_paused(event):
+                            self._paused = True
+                            return
             except httpx.TransportError as exc:
                 dropped = exc
             finally:
@@ -569,3 +646,6 @@ class AsyncRunStream:
             return False
         run = await self._client.runs.get(self.accumulator.run_id)
         return run.is_terminal and run.last_seq <= self.accumulator.last_seq
+
+    async def _still_paused(self, event: RunWaiting) -> bool:
+        return still_paused(await self._client.runs.get(event.run_id), event)

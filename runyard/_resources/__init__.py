@@ -1,18 +1,29 @@
-"""The resource namespaces of `Runyard` and `AsyncRunyard` (`client.agents`, `client.runs`, `client.threads`)."""
+"""The resource namespaces of `Runyard` and `AsyncRunyard` (`client.agents`, `client.runs`, `client.threads`,
+`client.waits`, `client.users`)."""
 
 from .agents import AgentDeleted, Agents, AsyncAgents
 from .runs import AsyncRuns, RunCreateParams, Runs
-from .threads import AsyncThreadRuns, AsyncThreads, ThreadRuns, Threads
+from .threads import AsyncThreadRuns, AsyncThreads, ThreadDeleted, ThreadRuns, Threads
+from .users import AsyncMemories, AsyncUsers, Memories, MemoryDeleted, Users
+from .waits import AsyncWaits, Waits
 
 __all__ = [
     "AgentDeleted",
     "Agents",
     "AsyncAgents",
+    "AsyncMemories",
     "AsyncRuns",
     "AsyncThreadRuns",
     "AsyncThreads",
+    "AsyncUsers",
+    "AsyncWaits",
+    "Memories",
+    "MemoryDeleted",
     "RunCreateParams",
     "Runs",
+    "ThreadDeleted",
     "ThreadRuns",
     "Threads",
+    "Users",
+    "Waits",
 ]

@@ -1,158 +1,61 @@
-"""`client.runs`: start runs, stream their events, wait for them, list and cancel them.
+"""`client.runs`: start runs, stream their events, wait for them, list and cancel them, and
+answer them when they pause for a human.
 
-The module functions build bodies and query parameters and decide the wait loop's pauses; they
-do no I/O. `Runs` and `AsyncRuns` hold only the calls, written line for line alike.
+The bodies and queries are built in `run_params`, the wait loop's decisions are made in
+`waiting`, and the answers to pauses are shaped in `waits`, all without I/O. `Runs` and
+`AsyncRuns` hold only the calls, written line for line alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import httpx
 
-from .. import _exceptions as _exc
-from .._base_client import RequestOptions, new_idempotency_key, path_for
+from .._base_client import path_for
 from .._pagination import AsyncPaginator, SyncPage
-from .._streaming import AsyncRunStream, RunStream
-from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
-from ..domain import Run, RunStatus
+from .._streaming import AsyncRunStream, RunStream, SSEDecoder
+from .._types import NOT_GIVEN, NotGivenOr
+from ..domain import PermissionMode, Run, RunStatus, Wait
+from .run_params import (
+    SSE_HEADERS,
+    Multitask,
+    RunCreateParams,
+    check_outcome,
+    create_options,
+    run_body,
+    run_list_params,
+)
+from .waiting import (
+    SETTLING_EVENTS,
+    long_poll_seconds,
+    long_poll_timeout,
+    next_poll_pause,
+    open_waits,
+    past_deadline,
+    wait_deadline,
+    watch_timeout,
+)
+from .waits import (
+    Decision,
+    OnApproval,
+    OnInput,
+    OnQuestion,
+    answer_body,
+    approve_body,
+    callback_request,
+    pick_callback,
+)
 
 if TYPE_CHECKING:
     from .._client import AsyncRunyard, Runyard
 
 __all__ = ["AsyncRuns", "RunCreateParams", "Runs"]
-
-LONG_POLL_SECONDS = 30.0
-"""How long one `GET /v1/runs/{id}/wait` may hold the connection (the server caps it at 60 s);
-shorter than the cap so that proxies with idle timeouts do not cut it."""
-LONG_POLL_READ_MARGIN = 15.0
-"""Extra read timeout over the long poll itself, for a slow server or network."""
-EARLY_RETURN_SLACK = 0.05
-"""A long poll that came back this much earlier than asked, without a finished run, returned early."""
-
-SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-
-
-class RunCreateParams(TypedDict, total=False):
-    """The keyword arguments of `runs.create` (and of `stream` and `create_and_wait`)."""
-
-    agent_id: str
-    """The agent to run. Or give `name` and `instructions` to find-or-create it by name."""
-    name: str
-    """Name of the agent to find or create (with `instructions`)."""
-    instructions: str
-    """Instructions of the agent created by name."""
-    thread_id: str
-    """Continue this thread; a new thread is started when left out."""
-    tools: list[str]
-    """Override the agent's tools for this run."""
-    model: str
-    """Override the agent's model (or route) for this run."""
-    user_id: str
-    """Your end user's id, to scope and filter runs."""
-    metadata: dict[str, Any]
-    """Free-form JSON; the `scripted` model reads its `script` here."""
-    idempotency_key: str
-    """Sent as `Idempotency-Key`; a fresh UUID per call when left out, reused by retries."""
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-def run_body(message: str, params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
-    """The JSON body of `POST /v1/runs`: the message, the fields given, and `stream`."""
-    fields = strip_not_given({key: value for key, value in params.items() if key != "idempotency_key"})
-    return {"message": message, **fields, "stream": stream}
-
-
-def run_list_params(
-    *,
-    agent_id: NotGivenOr[str],
-    thread_id: NotGivenOr[str],
-    user_id: NotGivenOr[str],
-    status: NotGivenOr[RunStatus | str | Sequence[RunStatus | str]],
-    metadata: NotGivenOr[Mapping[str, str]],
-    created_after: NotGivenOr[datetime | str],
-    created_before: NotGivenOr[datetime | str],
-    limit: NotGivenOr[int],
-    before: NotGivenOr[str],
-    after: NotGivenOr[str],
-) -> dict[str, Any]:
-    """The query of `GET /v1/runs`: repeated `status`, `metadata[key]=value`, ISO 8601 datetimes."""
-    params: dict[str, Any] = {
-        "agent_id": agent_id,
-        "thread_id": thread_id,
-        "user_id": user_id,
-        "limit": limit,
-        "before": before,
-        "after": after,
-        "created_after": created_after.isoformat() if isinstance(created_after, datetime) else created_after,
-        "created_before": created_before.isoformat() if isinstance(created_before, datetime) else created_before,
-    }
-    if status is not NOT_GIVEN:
-        statuses = [status] if isinstance(status, str) else list(status)
-        params["status"] = [RunStatus(value).value for value in statuses]
-    if metadata is not NOT_GIVEN:
-        params.update({f"metadata[{key}]": value for key, value in metadata.items()})
-    return strip_not_given(params)
-
-
-def wait_deadline(timeout: float | None, now: float) -> float | None:
-    """The monotonic time a wait gives up at, or `None` to wait for ever."""
-    return None if timeout is None else now + timeout
-
-
-def long_poll_seconds(deadline: float | None, now: float) -> float:
-    """How long the next long poll should ask the server to hold on."""
-    if deadline is None:
-        return LONG_POLL_SECONDS
-    return max(0.0, min(LONG_POLL_SECONDS, deadline - now))
-
-
-def long_poll_timeout(seconds: float) -> httpx.Timeout:
-    """The HTTP timeout of a long poll of `seconds`: the read must outlast the server's wait."""
-    return httpx.Timeout(seconds + LONG_POLL_READ_MARGIN, connect=5.0)
-
-
-def next_poll_pause(
-    run: Run, *, deadline: float | None, asked: float, started: float, now: float, poll_interval: float
-) -> float:
-    """Seconds to pause before polling a run that is not finished; raise `TimeoutError` once past the deadline.
-
-    A long poll that held for the time asked needs no pause; one that came back early
-    (a server with a shorter cap, or an older server) pauses `poll_interval`.
-    """
-    if deadline is not None and now >= deadline:
-        raise _exc.TimeoutError(f"run {run.id} is still {run.status.value} after the wait timeout", run=run)
-    pause = poll_interval if now - started < asked - EARLY_RETURN_SLACK else 0.0
-    if deadline is not None:
-        pause = min(pause, deadline - now)
-    return max(pause, 0.0)
-
-
-def create_options(path: str, message: str, params: Mapping[str, Any], *, stream: bool) -> RequestOptions:
-    """The request that starts a run. Its idempotency key is minted here, once per logical call:
-    every retry, and every re-POST of a stream that dropped before its first event, reuses it."""
-    key = params.get("idempotency_key")
-    return RequestOptions(
-        "POST",
-        path,
-        json=run_body(message, params, stream=stream),
-        headers=dict(SSE_HEADERS) if stream else {},
-        idempotency_key=key if isinstance(key, str) else new_idempotency_key(),
-    )
-
-
-def check_outcome(run: Run, *, raise_on_failure: bool) -> Run:
-    """Return `run`, or raise `RunFailedError` when it failed and the caller asked for that."""
-    if raise_on_failure and run.status is RunStatus.FAILED:
-        raise _exc.RunFailedError(run)
-    return run
-
 
 # --------------------------------------------------------------------------- sync
 
@@ -176,6 +79,13 @@ class Runs:
         user_id: NotGivenOr[str] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
         idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
+        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
+        history: NotGivenOr[bool] = NOT_GIVEN,
+        memory: NotGivenOr[bool] = NOT_GIVEN,
+        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
+        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
+        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
     ) -> Run:
         """Start a run and return it at once (status `pending`).
 
@@ -187,6 +97,12 @@ class Runs:
             user_id: your end user's id.
             metadata: free-form JSON (the `scripted` model reads `script` here).
             idempotency_key: makes retries safe; a UUID is minted when left out.
+            human_in_the_loop: let the run pause for a human (questions, input, approvals).
+            permission_mode: `autonomous`, `approve_writes`, `approve_all` or `plan`
+                (any but `autonomous` needs `human_in_the_loop=True`).
+            history / memory: give the model the thread's earlier runs / the user's memories.
+            multitask: `reject`, `enqueue` or `interrupt` when the thread has an active run.
+            wait_timeout / wait_timeout_action: a deadline for each pause, then `deny` or `fail`.
         """
         params = {
             "agent_id": agent_id,
@@ -198,6 +114,13 @@ class Runs:
             "user_id": user_id,
             "metadata": metadata,
             "idempotency_key": idempotency_key,
+            "human_in_the_loop": human_in_the_loop,
+            "permission_mode": permission_mode,
+            "history": history,
+            "memory": memory,
+            "multitask": multitask,
+            "wait_timeout": wait_timeout,
+            "wait_timeout_action": wait_timeout_action,
         }
         return self._create("/v1/runs", message, params)
 
@@ -228,6 +151,9 @@ class Runs:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         raise_on_failure: bool = False,
+        on_question: OnQuestion | None = None,
+        on_approval: OnApproval | None = None,
+        on_input: OnInput | None = None,
         **params: Unpack[RunCreateParams],
     ) -> Run:
         """Start a run and wait until it is finished; see `create` and `wait` for the arguments.
@@ -235,19 +161,62 @@ class Runs:
         Raises `RunFailedError` when `raise_on_failure` is set and the run failed.
         """
         run = self._create("/v1/runs", message, params)
-        run = self.wait(run.id, timeout=timeout, poll_interval=poll_interval)
+        run = self.wait(
+            run.id, timeout=timeout, poll_interval=poll_interval,
+            on_question=on_question, on_approval=on_approval, on_input=on_input,
+        )
         return check_outcome(run, raise_on_failure=raise_on_failure)
 
-    def wait(self, run_id: str, *, timeout: float | None = None, poll_interval: float = 1.0) -> Run:
+    def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_question: OnQuestion | None = None,
+        on_approval: OnApproval | None = None,
+        on_input: OnInput | None = None,
+    ) -> Run:
         """Block until the run is completed, failed or cancelled, and return it.
 
-        Uses the server's long poll, so the run is returned as soon as it finishes.
+        A run with `human_in_the_loop` may pause (status `waiting`). Each open wait of a pause goes,
+        oldest first, to the callback of its kind, and what the callback returns is sent as the
+        answer: `on_question(wait)` returns `{question: answer}`; `on_approval(wait)` returns
+        `True`/`False`, `"allow"`/`"deny"` or `{"decision", "reason", "remember"}`; `on_input(wait)`
+        returns the text. At a wait with no callback for its kind, the waiting run is returned.
+
+        ```python
+        run = client.runs.wait(
+            run.id,
+            on_question=lambda wait: {"Color?": "blue"},
+            on_approval=lambda wait: wait.request.get("name") == "calculator",
+        )
+        ```
 
         Args:
             timeout: seconds to wait at most, then raise `runyard.TimeoutError`; `None` waits for ever.
             poll_interval: pause between polls when the server answers early with an unfinished run.
         """
         deadline = wait_deadline(timeout, time.monotonic())
+        run = self.get(run_id)
+        if not run.human_in_the_loop:
+            return self._long_poll(run_id, deadline, poll_interval)
+        while not run.is_terminal:
+            if run.status is RunStatus.WAITING:
+                for wait in open_waits(self.waits(run_id)):
+                    callback = pick_callback(wait, on_question=on_question, on_approval=on_approval, on_input=on_input)
+                    if callback is None:
+                        return run
+                    path, body = callback_request(wait, callback(wait))
+                    self._client._request_model("POST", path_for(path, run_id), Wait, json=body)
+            else:
+                past_deadline(run, deadline, time.monotonic())
+                if not self._watch(run_id, run.last_seq, deadline):
+                    time.sleep(min(poll_interval, watch_timeout(deadline, time.monotonic()).read or 0))
+            run = self.get(run_id)
+        return run
+
+    def _long_poll(self, run_id: str, deadline: float | None, poll_interval: float) -> Run:
         while True:
             started = time.monotonic()
             asked = long_poll_seconds(deadline, started)
@@ -266,6 +235,91 @@ class Runs:
                     run, deadline=deadline, asked=asked, started=started, now=now, poll_interval=poll_interval
                 )
             )
+
+    def _watch(self, run_id: str, after_seq: int, deadline: float | None) -> bool:
+        """Read the run's events after `after_seq` until it pauses or ends (True), or the stream
+        drops or the deadline passes (False)."""
+        # The long poll returns only for a finished run, so a pause is noticed on the event stream.
+        timeout = watch_timeout(deadline, time.monotonic())
+        response = self._client._open_event_stream(run_id, after_seq=after_seq, timeout=timeout)
+        decoder = SSEDecoder()
+        try:
+            for chunk in response.iter_bytes():
+                if any(sse.event in SETTLING_EVENTS for sse in decoder.feed(chunk)):
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        except httpx.TransportError:
+            return False
+        finally:
+            response.close()
+        return False
+
+    def answer(self, run_id: str, answers: Mapping[str, Any], *, wait_id: str | None = None) -> Wait:
+        """Answer the run's clarifying question(s) with `{question: answer}` and return the resolved wait.
+
+        A choice must be one of the question's options (a list of them for a multi-select one).
+        `wait_id` defaults to the run's oldest open question. Answering again with the same
+        answers is harmless; other answers to a resolved wait raise `ConflictError`, answers that
+        do not fit raise `ValidationError`, and a run that is not waiting raises `ConflictError`.
+        """
+        body = answer_body(answers, wait_id=wait_id)
+        return self._client._request_model("POST", path_for("/v1/runs/{}/answer", run_id), Wait, json=body)
+
+    def approve(
+        self,
+        run_id: str,
+        *,
+        decision: Decision,
+        wait_id: str | None = None,
+        reason: str | None = None,
+        remember: bool = False,
+    ) -> Wait:
+        """Allow or deny the tool call (or plan) the run waits on, and return the resolved wait.
+
+        Args:
+            decision: `"allow"`/`True` or `"deny"`/`False`.
+            wait_id: the approval to answer; the run's oldest open approval when left out.
+            reason: told to the model when the call is denied.
+            remember: allow this tool for the rest of the run.
+        """
+        body = approve_body(decision=decision, reason=reason, remember=remember, wait_id=wait_id)
+        return self._client._request_model("POST", path_for("/v1/runs/{}/approve", run_id), Wait, json=body)
+
+    def input(self, run_id: str, content: str) -> Wait:
+        """Send free text (at most 32 KB) that answers the run's oldest open wait, and return that wait.
+
+        For an approval, "allow"/"yes"/"ok" allow and any other text denies with it as the reason.
+        Raises `ConflictError` when the run is not waiting.
+        """
+        return self._client._request_model(
+            "POST", path_for("/v1/runs/{}/input", run_id), Wait, json={"content": content}
+        )
+
+    def reply(self, run_id: str, message: str) -> Run:
+        """Follow up on a run: a new run on the same thread and agent that sees the conversation so far.
+
+        The run must have ended, or be waiting: then the message answers its pause as free input
+        and the same (resumed) run is returned. Raises `ConflictError` while it runs; use
+        `append_message` then.
+        """
+        return self._client._request_model(
+            "POST", path_for("/v1/runs/{}/reply", run_id), Run, json={"message": message}
+        )
+
+    def append_message(self, run_id: str, message: str) -> Run:
+        """Add a user message to a run in flight; the model sees it at its next step.
+
+        Raises `ConflictError` when the run has ended (use `reply` then).
+        """
+        return self._client._request_model(
+            "POST", path_for("/v1/runs/{}/messages", run_id), Run, json={"message": message}
+        )
+
+    def waits(self, run_id: str) -> list[Wait]:
+        """Every pause of the run, oldest first, with its status and answer."""
+        raw = self._client._request_json("GET", path_for("/v1/runs/{}/waits", run_id))
+        return [Wait.model_validate(item) for item in raw.get("data", [])]
 
     def get(self, run_id: str) -> Run:
         """Fetch a run. Raises `NotFoundError` when there is no such run."""
@@ -338,6 +392,13 @@ class AsyncRuns:
         user_id: NotGivenOr[str] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
         idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
+        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
+        history: NotGivenOr[bool] = NOT_GIVEN,
+        memory: NotGivenOr[bool] = NOT_GIVEN,
+        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
+        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
+        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
     ) -> Run:
         """Start a run and return it at once (status `pending`). The arguments are those of `Runyard.runs.create`."""
         params = {
@@ -350,6 +411,13 @@ class AsyncRuns:
             "user_id": user_id,
             "metadata": metadata,
             "idempotency_key": idempotency_key,
+            "human_in_the_loop": human_in_the_loop,
+            "permission_mode": permission_mode,
+            "history": history,
+            "memory": memory,
+            "multitask": multitask,
+            "wait_timeout": wait_timeout,
+            "wait_timeout_action": wait_timeout_action,
         }
         return await self._create("/v1/runs", message, params)
 
@@ -377,6 +445,9 @@ class AsyncRuns:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         raise_on_failure: bool = False,
+        on_question: OnQuestion | None = None,
+        on_approval: OnApproval | None = None,
+        on_input: OnInput | None = None,
         **params: Unpack[RunCreateParams],
     ) -> Run:
         """Start a run and wait until it is finished; see `create` and `wait` for the arguments.
@@ -384,15 +455,51 @@ class AsyncRuns:
         Raises `RunFailedError` when `raise_on_failure` is set and the run failed.
         """
         run = await self._create("/v1/runs", message, params)
-        run = await self.wait(run.id, timeout=timeout, poll_interval=poll_interval)
+        run = await self.wait(
+            run.id, timeout=timeout, poll_interval=poll_interval,
+            on_question=on_question, on_approval=on_approval, on_input=on_input,
+        )
         return check_outcome(run, raise_on_failure=raise_on_failure)
 
-    async def wait(self, run_id: str, *, timeout: float | None = None, poll_interval: float = 1.0) -> Run:
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_question: OnQuestion | None = None,
+        on_approval: OnApproval | None = None,
+        on_input: OnInput | None = None,
+    ) -> Run:
         """Wait until the run is completed, failed or cancelled, and return it.
 
-        Raises `runyard.TimeoutError` after `timeout` seconds (`None` waits for ever).
+        Pauses go to the callbacks as in `Runyard.runs.wait` (plain functions; an `async def`
+        callback's return value is awaited). Raises `runyard.TimeoutError` after `timeout`
+        seconds (`None` waits for ever).
         """
         deadline = wait_deadline(timeout, time.monotonic())
+        run = await self.get(run_id)
+        if not run.human_in_the_loop:
+            return await self._long_poll(run_id, deadline, poll_interval)
+        while not run.is_terminal:
+            if run.status is RunStatus.WAITING:
+                for wait in open_waits(await self.waits(run_id)):
+                    callback = pick_callback(wait, on_question=on_question, on_approval=on_approval, on_input=on_input)
+                    if callback is None:
+                        return run
+                    value = callback(wait)
+                    if inspect.isawaitable(value):
+                        value = await value
+                    path, body = callback_request(wait, value)
+                    await self._client._request_model("POST", path_for(path, run_id), Wait, json=body)
+            else:
+                past_deadline(run, deadline, time.monotonic())
+                if not await self._watch(run_id, run.last_seq, deadline):
+                    await asyncio.sleep(min(poll_interval, watch_timeout(deadline, time.monotonic()).read or 0))
+            run = await self.get(run_id)
+        return run
+
+    async def _long_poll(self, run_id: str, deadline: float | None, poll_interval: float) -> Run:
         while True:
             started = time.monotonic()
             asked = long_poll_seconds(deadline, started)
@@ -411,6 +518,63 @@ class AsyncRuns:
                     run, deadline=deadline, asked=asked, started=started, now=now, poll_interval=poll_interval
                 )
             )
+
+    async def _watch(self, run_id: str, after_seq: int, deadline: float | None) -> bool:
+        timeout = watch_timeout(deadline, time.monotonic())
+        response = await self._client._open_event_stream(run_id, after_seq=after_seq, timeout=timeout)
+        decoder = SSEDecoder()
+        try:
+            async for chunk in response.aiter_bytes():
+                if any(sse.event in SETTLING_EVENTS for sse in decoder.feed(chunk)):
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        except httpx.TransportError:
+            return False
+        finally:
+            await response.aclose()
+        return False
+
+    async def answer(self, run_id: str, answers: Mapping[str, Any], *, wait_id: str | None = None) -> Wait:
+        """Answer the run's clarifying question(s) with `{question: answer}`; see `Runyard.runs.answer`."""
+        body = answer_body(answers, wait_id=wait_id)
+        return await self._client._request_model("POST", path_for("/v1/runs/{}/answer", run_id), Wait, json=body)
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        decision: Decision,
+        wait_id: str | None = None,
+        reason: str | None = None,
+        remember: bool = False,
+    ) -> Wait:
+        """Allow or deny the tool call (or plan) the run waits on; see `Runyard.runs.approve`."""
+        body = approve_body(decision=decision, reason=reason, remember=remember, wait_id=wait_id)
+        return await self._client._request_model("POST", path_for("/v1/runs/{}/approve", run_id), Wait, json=body)
+
+    async def input(self, run_id: str, content: str) -> Wait:
+        """Send free text that answers the run's oldest open wait; see `Runyard.runs.input`."""
+        return await self._client._request_model(
+            "POST", path_for("/v1/runs/{}/input", run_id), Wait, json={"content": content}
+        )
+
+    async def reply(self, run_id: str, message: str) -> Run:
+        """Follow up on an ended (or waiting) run; see `Runyard.runs.reply`."""
+        return await self._client._request_model(
+            "POST", path_for("/v1/runs/{}/reply", run_id), Run, json={"message": message}
+        )
+
+    async def append_message(self, run_id: str, message: str) -> Run:
+        """Add a user message to a run in flight; see `Runyard.runs.append_message`."""
+        return await self._client._request_model(
+            "POST", path_for("/v1/runs/{}/messages", run_id), Run, json={"message": message}
+        )
+
+    async def waits(self, run_id: str) -> list[Wait]:
+        """Every pause of the run, oldest first, with its status and answer."""
+        raw = await self._client._request_json("GET", path_for("/v1/runs/{}/waits", run_id))
+        return [Wait.model_validate(item) for item in raw.get("data", [])]
 
     async def get(self, run_id: str) -> Run:
         """Fetch a run. Raises `NotFoundError` when there is no such run."""

@@ -1,19 +1,56 @@
-"""`client.threads`: the runs of a conversation thread."""
+"""`client.threads`: conversation threads, their messages, and their runs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from .._base_client import path_for
 from .._pagination import AsyncPaginator, SyncPage
-from .._types import NOT_GIVEN, NotGivenOr
-from ..domain import Run
+from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
+from ..domain import PermissionMode, Run, Thread, ThreadMessage
+from .run_params import Multitask
 from .runs import AsyncRuns, Runs
 
 if TYPE_CHECKING:
     from .._client import AsyncRunyard, Runyard
 
-__all__ = ["AsyncThreadRuns", "AsyncThreads", "ThreadRuns", "Threads"]
+__all__ = ["AsyncThreadRuns", "AsyncThreads", "ThreadDeleted", "ThreadRuns", "Threads"]
+
+
+class ThreadDeleted(BaseModel):
+    """The answer to `client.threads.delete(...)`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["thread"] = "thread"
+    deleted: bool
+
+
+def thread_list_params(
+    *,
+    user_id: NotGivenOr[str],
+    metadata: NotGivenOr[Mapping[str, str]],
+    limit: NotGivenOr[int],
+    before: NotGivenOr[str],
+) -> dict[str, Any]:
+    """The query of `GET /v1/threads`: `metadata[key]=value` per metadata filter."""
+    params = strip_not_given({"user_id": user_id, "limit": limit, "before": before})
+    if metadata is not NOT_GIVEN:
+        params.update({f"metadata[{key}]": value for key, value in metadata.items()})
+    return params
+
+
+def thread_body(*, user_id: NotGivenOr[str], metadata: NotGivenOr[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of `POST /v1/threads`."""
+    return strip_not_given({"user_id": user_id, "metadata": metadata})
+
+
+def _messages(raw: list[dict[str, Any]]) -> list[ThreadMessage]:
+    return [ThreadMessage.model_validate(item) for item in raw]
 
 
 class ThreadRuns:
@@ -36,6 +73,13 @@ class ThreadRuns:
         user_id: NotGivenOr[str] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
         idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
+        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
+        history: NotGivenOr[bool] = NOT_GIVEN,
+        memory: NotGivenOr[bool] = NOT_GIVEN,
+        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
+        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
+        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
     ) -> Run:
         """Start a run on an existing thread; the arguments are those of `client.runs.create`."""
         params = {
@@ -47,6 +91,13 @@ class ThreadRuns:
             "user_id": user_id,
             "metadata": metadata,
             "idempotency_key": idempotency_key,
+            "human_in_the_loop": human_in_the_loop,
+            "permission_mode": permission_mode,
+            "history": history,
+            "memory": memory,
+            "multitask": multitask,
+            "wait_timeout": wait_timeout,
+            "wait_timeout_action": wait_timeout_action,
         }
         return self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
@@ -62,8 +113,40 @@ class Threads:
     """Threads: conversations that runs belong to."""
 
     def __init__(self, client: Runyard, runs: Runs) -> None:
+        self._client = client
         self.runs = ThreadRuns(client, runs)
         """The runs of a thread."""
+
+    def create(
+        self, *, user_id: NotGivenOr[str] = NOT_GIVEN, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN
+    ) -> Thread:
+        """Start an empty thread; give its id to `runs.create(thread_id=...)` or `threads.runs.create`."""
+        body = thread_body(user_id=user_id, metadata=metadata)
+        return self._client._request_model("POST", "/v1/threads", Thread, json=body)
+
+    def get(self, thread_id: str) -> Thread:
+        """Fetch a thread. Raises `NotFoundError` when there is no such thread."""
+        return self._client._request_model("GET", path_for("/v1/threads/{}", thread_id), Thread)
+
+    def list(
+        self,
+        *,
+        user_id: NotGivenOr[str] = NOT_GIVEN,
+        metadata: NotGivenOr[Mapping[str, str]] = NOT_GIVEN,
+        limit: NotGivenOr[int] = NOT_GIVEN,
+        before: NotGivenOr[str] = NOT_GIVEN,
+    ) -> SyncPage[Thread]:
+        """List threads, newest first, by `user_id` and `metadata[key] == value`; iterating walks all pages."""
+        params = thread_list_params(user_id=user_id, metadata=metadata, limit=limit, before=before)
+        return self._client._request_page("/v1/threads", Thread, params)
+
+    def delete(self, thread_id: str) -> ThreadDeleted:
+        """Delete a thread with its runs; raises `ConflictError` while one of its runs is active."""
+        return self._client._request_model("DELETE", path_for("/v1/threads/{}", thread_id), ThreadDeleted)
+
+    def messages(self, thread_id: str) -> list[ThreadMessage]:
+        """The thread's conversation in order (user, assistant and tool messages), each with its run."""
+        return _messages(self._client._request_json("GET", path_for("/v1/threads/{}/messages", thread_id)))
 
 
 class AsyncThreadRuns:
@@ -86,6 +169,13 @@ class AsyncThreadRuns:
         user_id: NotGivenOr[str] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
         idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
+        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
+        history: NotGivenOr[bool] = NOT_GIVEN,
+        memory: NotGivenOr[bool] = NOT_GIVEN,
+        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
+        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
+        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
     ) -> Run:
         """Start a run on an existing thread; the arguments are those of `client.runs.create`."""
         params = {
@@ -97,6 +187,13 @@ class AsyncThreadRuns:
             "user_id": user_id,
             "metadata": metadata,
             "idempotency_key": idempotency_key,
+            "human_in_the_loop": human_in_the_loop,
+            "permission_mode": permission_mode,
+            "history": history,
+            "memory": memory,
+            "multitask": multitask,
+            "wait_timeout": wait_timeout,
+            "wait_timeout_action": wait_timeout_action,
         }
         return await self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
@@ -112,5 +209,37 @@ class AsyncThreads:
     """Threads: conversations that runs belong to."""
 
     def __init__(self, client: AsyncRunyard, runs: AsyncRuns) -> None:
+        self._client = client
         self.runs = AsyncThreadRuns(client, runs)
         """The runs of a thread."""
+
+    async def create(
+        self, *, user_id: NotGivenOr[str] = NOT_GIVEN, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN
+    ) -> Thread:
+        """Start an empty thread; give its id to `runs.create(thread_id=...)` or `threads.runs.create`."""
+        body = thread_body(user_id=user_id, metadata=metadata)
+        return await self._client._request_model("POST", "/v1/threads", Thread, json=body)
+
+    async def get(self, thread_id: str) -> Thread:
+        """Fetch a thread. Raises `NotFoundError` when there is no such thread."""
+        return await self._client._request_model("GET", path_for("/v1/threads/{}", thread_id), Thread)
+
+    def list(
+        self,
+        *,
+        user_id: NotGivenOr[str] = NOT_GIVEN,
+        metadata: NotGivenOr[Mapping[str, str]] = NOT_GIVEN,
+        limit: NotGivenOr[int] = NOT_GIVEN,
+        before: NotGivenOr[str] = NOT_GIVEN,
+    ) -> AsyncPaginator[Thread]:
+        """List threads, newest first: `await` for the first page or `async for` over all."""
+        params = thread_list_params(user_id=user_id, metadata=metadata, limit=limit, before=before)
+        return self._client._request_page("/v1/threads", Thread, params)
+
+    async def delete(self, thread_id: str) -> ThreadDeleted:
+        """Delete a thread with its runs; raises `ConflictError` while one of its runs is active."""
+        return await self._client._request_model("DELETE", path_for("/v1/threads/{}", thread_id), ThreadDeleted)
+
+    async def messages(self, thread_id: str) -> list[ThreadMessage]:
+        """The thread's conversation in order (user, assistant and tool messages), each with its run."""
+        return _messages(await self._client._request_json("GET", path_for("/v1/threads/{}/messages", thread_id)))

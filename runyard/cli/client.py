@@ -1,5 +1,8 @@
 """`runyard run | runs … | agents …`: the client commands, over the Python SDK.
 
+The commands for humans in the loop (`run --hitl`'s prompts, `waits list`, `runs answer |
+approve | reply`) live in `hitl.py`, which `register` adds.
+
 stdout carries what was asked for: the streamed transcript, tables, JSON. stderr carries the
 rest: the spinner (on a terminal only), the final status line and `error: …` lines. Every
 command exits 0 on success and 1 on an error; `run` also exits 1 when the run did not complete,
@@ -49,7 +52,8 @@ STATUS_STYLES = {
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "yellow",
 }
-STATUS_MARKS = {RunStatus.COMPLETED: "✓", RunStatus.FAILED: "✗", RunStatus.CANCELLED: "■"}
+STATUS_MARKS = {RunStatus.COMPLETED: "✓", RunStatus.FAILED: "✗", RunStatus.CANCELLED: "■", RunStatus.WAITING: "⏸"}
+PERMISSION_MODES = ("autonomous", "approve_writes", "approve_all", "plan")
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -228,6 +232,22 @@ class Transcript:
             self.wait("thinking…")
         elif event.type == "run.cancel_requested":
             self._line("cancel requested", "yellow")
+        elif event.type == "run.waiting":
+            self._line(f"⏸ waiting for {data.get('waiting_for')}", "magenta")
+        elif event.type == "run.input_received":
+            answer = "(expired)" if data.get("expired") else _dump(data.get("answer"))
+            self._line(f"↳ {data.get('kind')} answered: {answer}", "magenta")
+            self.wait("resuming…")
+        elif event.type in ("tool.approved", "tool.denied"):
+            verb = "allowed" if event.type == "tool.approved" else "denied"
+            reason = f": {data['reason']}" if data.get("reason") else ""
+            self._line(f"{verb} {data.get('name')}{reason}", "green" if verb == "allowed" else "yellow")
+        elif event.type == "message.appended":
+            self._line(f"+ {data.get('message')}", "bold")
+        elif event.type == "memory.saved":
+            self._line(f"✎ remembered: {data.get('text')}", "dim")
+        elif event.type == "memory.deleted":
+            self._line(f"✎ forgot {data.get('memory_id')}", "dim")
         elif event.type == "run.queued":
             self.wait("queued…")
         elif event.type in ("run.started", "tools.declared", "usage", "run.requeued"):
@@ -245,6 +265,8 @@ class Transcript:
         line.append(run.status.value, style=STATUS_STYLES.get(run.status, ""))
         if run.error:
             line.append(f": {run.error}")
+        if run.status is RunStatus.WAITING:
+            line.append(f" for {run.waiting_for}: answer with `runyard runs answer|approve {run.id}`")
         line.append(f" · {usage_line(run)}", style="dim")
         err.print(line)
 
@@ -311,21 +333,39 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print each event as one JSON line, and nothing else.")
     ] = False,
+    hitl: Annotated[
+        bool, typer.Option("--hitl", help="Let the run ask questions and approvals; answer them here.")
+    ] = False,
+    permission_mode: Annotated[
+        Optional[str],
+        typer.Option("--permission-mode", help="With --hitl: autonomous, approve_writes, approve_all or plan."),
+    ] = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Start a run and stream it: text as it arrives, tool calls as lines, then status and usage.
 
     Without --agent, runs the quick-start agent (--name, default "cli"), created with --instructions on first use.
+    With --hitl, the run's questions (a numbered picker, or free text) and approvals (allow, deny
+    or always, and a reason) are asked on stderr and read from stdin, and the stream goes on.
 
-    Exits 0 when the run completed, 1 when it failed or was cancelled; Ctrl-C cancels the run and exits 130.
+    Exits 0 when the run completed, 1 when it failed, was cancelled or was left waiting; Ctrl-C cancels the run
+    and exits 130.
     """
     params = _run_params(agent, instructions, name, tools, model)
+    if permission_mode is not None:
+        if permission_mode not in PERMISSION_MODES:
+            raise typer.BadParameter(f"one of {', '.join(PERMISSION_MODES)}", param_hint="--permission-mode")
+        if permission_mode != "autonomous" and not hitl:
+            raise typer.BadParameter("needs --hitl: someone must answer the approvals", param_hint="--permission-mode")
+        params["permission_mode"] = permission_mode
+    if hitl:
+        params["human_in_the_loop"] = True
     client = _connect(base_url, api_key)
-    view = None if as_json else Transcript()
     with _reporting(client, f"agent {agent}" if agent and agent.startswith("agt_") else None):
-        if view is not None:
-            view.wait("starting the run…")
+        spinner = None if as_json else Transcript()
+        if spinner is not None:
+            spinner.wait("starting the run…")
         try:
             # Created first, then streamed: the run id is known before any wait, for Ctrl-C.
             created = client.runs.create(task, **params)
@@ -339,38 +379,17 @@ def run(
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
-            if view is not None:
-                view.pause()
-        try:
-            with client.runs.stream_events(created.id) as stream:
-                if view is not None:
-                    view.wait("queued…")
-                for event in stream:
-                    if view is None:
-                        out.file.write(event.model_dump_json() + "\n")
-                        out.file.flush()
-                    else:
-                        view.show(event)
-        except KeyboardInterrupt:
-            if view is not None:
-                view.interrupted()
-            _cancel_after_interrupt(client, created.id)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        finally:
-            if view is not None:
-                view.pause()
-        if view is None:
-            status = stream.accumulator.status
-        else:
-            final = client.runs.get(created.id)
-            view.finish(final)
-            status = final.status
-    raise typer.Exit(0 if status is RunStatus.COMPLETED else 1)
+            if spinner is not None:
+                spinner.pause()
+        from .hitl import follow_run
+
+        final = follow_run(client, created.id, hitl=hitl, as_json=as_json)
+    raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
 
 
 # --------------------------------------------------------------------------- runyard runs …
 
-runs_app = typer.Typer(help="List, inspect and cancel runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, cancel, answer and reply to runs.", no_args_is_help=True)
 
 
 @runs_app.command("list")
@@ -629,6 +648,9 @@ def agents_delete(
 
 
 def register(app: typer.Typer) -> None:
+    from . import hitl
+
     app.command()(run)
+    hitl.register(app, runs_app)
     app.add_typer(runs_app, name="runs")
     app.add_typer(agents_app, name="agents")

@@ -155,6 +155,7 @@ class ApproveBody(_Body):
 
 class InputBody(_Body):
     content: str = Field(description="Free text, at most 32 KB: answers whatever the run waits for.")
+    wait_id: str | None = Field(None, max_length=40, description="Default: the run's oldest open wait.")
 
 
 class MessageBody(_Body):

@@ -264,7 +264,8 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
     while True:
         async with agent.iter(prompt, message_history=history, model=resolved.model, deps=deps,
                               deferred_tool_results=deferred, instructions=instructions) as run:
-            await _loop(run, store, row, writer, state, resolved, set(names), checkpoint)
+            answered = set(deferred.calls) if deferred is not None else set()
+            await _loop(run, store, row, writer, state, resolved, set(names), checkpoint, answered)
         assert run.result is not None
         messages, output = run.all_messages(), run.result.output
         if isinstance(output, DeferredToolRequests):
@@ -279,7 +280,8 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
 
 
 async def _loop(run: Any, store: Store, row: Any, writer: EventWriter, state: RunState, resolved: ResolvedModel,
-                names: set[str], checkpoint: Callable[..., Awaitable[None]]) -> None:
+                names: set[str], checkpoint: Callable[..., Awaitable[None]], answered: set[str]) -> None:
+    """`answered`: deferred calls (questions, input) whose human answer becomes their result now."""
     unsaved = False
     async for node in run:
         if Agent.is_model_request_node(node):
@@ -317,10 +319,15 @@ async def _loop(run: Any, store: Store, row: Any, writer: EventWriter, state: Ru
                 async for event in stream:
                     # Bad arguments or an unknown tool: the model is asked to retry. Failures of
                     # tools that ran are logged by JournalToolset with their journal entry.
-                    if isinstance(event, FunctionToolResultEvent) and event.part.outcome == "retried":
-                        writer.emit("tool.error", {"tool_call_id": event.part.tool_call_id,
-                                                   "name": event.part.tool_name,
-                                                   "error": event.part.model_response_str()})
+                    if not isinstance(event, FunctionToolResultEvent):
+                        continue
+                    part = event.part
+                    if part.outcome == "retried":
+                        writer.emit("tool.error", {"tool_call_id": part.tool_call_id, "name": part.tool_name,
+                                                   "error": part.model_response_str()})
+                    elif part.tool_call_id in answered:
+                        writer.emit("tool.result", {"tool_call_id": part.tool_call_id, "name": part.tool_name,
+                                                    "result": _jsonable(part.content)})
             unsaved = True
 
 

@@ -206,7 +206,8 @@ def test_reading_a_closed_stream_says_how_to_fix_it() -> None:
 
 
 def test_wait_loops_on_the_long_poll_until_terminal() -> None:
-    answers = iter([run_json("running"), run_json("running"), run_json("completed", output="ok")])
+    # One read first: a run without human_in_the_loop cannot pause, so the long poll suffices.
+    answers = iter([run_json("running"), run_json("running"), run_json("running"), run_json("completed", output="ok")])
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -214,9 +215,10 @@ def test_wait_loops_on_the_long_poll_until_terminal() -> None:
         return httpx.Response(200, json=next(answers))
 
     run = make_client(handler).runs.wait("run_1", timeout=100)
-    assert run.output == "ok" and len(seen) == 3
-    assert all(r.url.path == "/v1/runs/run_1/wait" for r in seen)
-    assert 0 < float(seen[0].url.params["timeout"]) <= 60
+    assert run.output == "ok" and len(seen) == 4
+    assert seen[0].url.path == "/v1/runs/run_1"
+    assert all(r.url.path == "/v1/runs/run_1/wait" for r in seen[1:])
+    assert 0 < float(seen[1].url.params["timeout"]) <= 60
 
 
 def test_list_pages_follow_next_cursor_lazily() -> None:

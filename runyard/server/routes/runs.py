@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from ...domain import Run, RunStatus, Wait
 from ...store import agents, events, runs, threads, waits
-from ...store.errors import Conflict, InvalidInput, InvalidTransition, PayloadTooLarge
+from ...store.errors import Conflict, InvalidInput, InvalidTransition, NotFound, PayloadTooLarge
 from ..auth import org_id
 from ..errors import ERRORS, ApiError
 from ..schemas import (
@@ -199,7 +199,8 @@ async def wait_run(
     org: str = Depends(org_id),
     timeout: float = Query(30.0, ge=0, le=60, description="Seconds to wait for a terminal status."),
 ) -> dict[str, Any]:
-    """Long-poll: returns once the run is terminal or `timeout` passes, with the run as it is."""
+    """Long-poll: returns once the run is terminal or waiting for a human, or `timeout` passes,
+    with the run as it is."""
     store = request.app.state.store
     deadline = time.monotonic() + timeout
     with store.bus.subscribe(f"run:{run_id}") as sub:
@@ -207,7 +208,8 @@ async def wait_run(
             async with store.read() as conn:
                 run = await runs.get(conn, org, run_id)
             remaining = deadline - time.monotonic()
-            if RunStatus(run["status"]).is_terminal or remaining <= 0:
+            status = RunStatus(run["status"])
+            if status.is_terminal or status is RunStatus.WAITING or remaining <= 0:
                 return run
             # Any news about the run (events, a hint from another node) is worth a re-read.
             await sub.get(timeout=remaining)
@@ -306,7 +308,7 @@ def _answer_from_text(wait: dict[str, Any], content: str) -> Any:
     return {"answers": {q["question"]: content for q in wait["request"].get("questions", [])}}
 
 
-async def _input(request: Request, org: str, run_id: str, content: str) -> dict[str, Any]:
+async def _input(request: Request, org: str, run_id: str, content: str, wait_id: str | None = None) -> dict[str, Any]:
     if len(content.encode()) > Limits.MESSAGE_BYTES:
         raise PayloadTooLarge(f"content is larger than {Limits.MESSAGE_BYTES // 1024} KB", field="content")
     async with request.app.state.store.tx() as tx:
@@ -314,7 +316,9 @@ async def _input(request: Request, org: str, run_id: str, content: str) -> dict[
         open_waits = [w for w in await waits.for_run(tx.conn, run_id) if w["status"] == "open"]
         if run["status"] != RunStatus.WAITING.value or not open_waits:
             raise InvalidTransition(f"run {run_id} is {run['status']}: it is not waiting for input")
-        wait = open_waits[0]
+        wait = open_waits[0] if wait_id is None else next((w for w in open_waits if w["id"] == wait_id), None)
+        if wait is None:
+            raise NotFound(f"run {run_id} has no open wait {wait_id}", field="wait_id")
         return await waits.resolve(tx, org, run_id, wait["id"], _answer_from_text(wait, content),
                                    resolved_by=f"api:{org}")
 
@@ -322,7 +326,7 @@ async def _input(request: Request, org: str, run_id: str, content: str) -> dict[
 @router.post("/v1/runs/{run_id}/input", response_model=Wait)
 async def input_run(run_id: str, body: InputBody, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
     """Free text (≤ 32 KB) that answers whatever the run waits for; 409 when it is not waiting."""
-    return await _input(request, org, run_id, body.content)
+    return await _input(request, org, run_id, body.content, body.wait_id)
 
 
 @router.post("/v1/runs/{run_id}/messages", response_model=Run)
