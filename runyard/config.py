@@ -16,6 +16,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./.runyard/runyard.db"
     """SQLAlchemy async URL. Default: a SQLite file under `./.runyard/`."""
+    db_pool_size: int = Field(default=5, ge=1)
+    """PostgreSQL connections a process keeps open. Default 5."""
+    db_max_overflow: int = Field(default=10, ge=0)
+    """Extra PostgreSQL connections a process may open under load. Default 10."""
     bus: str | None = None
     """`local`, `postgres` (LISTEN/NOTIFY) or `redis://…`. Default: local on SQLite, postgres on PostgreSQL."""
     host: str = "127.0.0.1"

@@ -39,6 +39,8 @@ class RemoteBus(LocalBus):
         self.node_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._outbox: asyncio.Queue[list[list[Any]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._reconnect_lock = asyncio.Lock()
+        self._closing = False
         self.connected = False
 
     def publish(self, topic: str, message: object) -> None:
@@ -53,6 +55,7 @@ class RemoteBus(LocalBus):
         self._tasks = [asyncio.create_task(self._sender(), name="runyard-bus-sender")]
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -88,25 +91,38 @@ class RemoteBus(LocalBus):
                 batch.extend(self._outbox.get_nowait())
             for chunk in _chunks(batch):
                 payload = json.dumps({"n": self.node_id, "m": chunk}, separators=(",", ":"))
-                for delay in (*RECONNECT_DELAYS, None):
+                for attempt in range(3):
                     try:
                         await self._send(payload)
                         break
-                    except Exception as exc:  # lost connection: reconnect, a late wake-up is fine
-                        if delay is None:
+                    except Exception as exc:  # lost connection: reconnect; a late wake-up is fine
+                        if attempt == 2:
                             log.warning("bus: dropping a wake-up after retries: %s", exc)
                             break
-                        self._on_lost()
-                        await asyncio.sleep(delay)
-                        await self._reconnect_quietly()
+                        await self._reconnect()
 
-    async def _reconnect_quietly(self) -> None:
-        try:
-            await self._disconnect()
-            await self._connect()
-            self.connected = True
-        except Exception as exc:
-            log.warning("bus: reconnect failed: %s", exc)
+    async def _reconnect(self) -> None:
+        """Reconnect once, whoever asks (the sender, the listener): concurrent callers wait for it."""
+        async with self._reconnect_lock:
+            if self._healthy():
+                return
+            self._on_lost()
+            for delay in (*RECONNECT_DELAYS, *([5.0] * 1000)):
+                if self._closing:
+                    return
+                await asyncio.sleep(delay)
+                try:
+                    await self._disconnect()
+                    await self._connect()
+                except Exception as exc:
+                    log.warning("bus: reconnect failed: %s", exc)
+                    continue
+                self.connected = True
+                self._on_lost()  # wake readers once more: they catch up from the store
+                return
+
+    def _healthy(self) -> bool:
+        raise NotImplementedError
 
     async def _connect(self) -> None:
         raise NotImplementedError
@@ -143,35 +159,36 @@ class PostgresBus(RemoteBus):
     async def _connect(self) -> None:
         import asyncpg
 
-        self._listen_conn = await asyncpg.connect(self.dsn)
-        self._listen_conn.add_termination_listener(lambda _conn: self._lost_and_retry())
-        await self._listen_conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._on_payload(payload))
-        self._send_conn = await asyncpg.connect(self.dsn)
+        listen = await asyncpg.connect(self.dsn)
+        try:
+            listen.add_termination_listener(self._on_terminated)
+            await listen.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._on_payload(payload))
+            send = await asyncpg.connect(self.dsn)
+        except BaseException:
+            listen.terminate()
+            raise
+        self._listen_conn, self._send_conn = listen, send
 
-    def _lost_and_retry(self) -> None:
-        self._on_lost()
-        self._tasks.append(asyncio.create_task(self._relisten()))
+    def _on_terminated(self, conn: Any) -> None:
+        # Fired for any close, ours included: only the loss of the current listener counts.
+        if conn is not self._listen_conn or self._closing:
+            return
+        self.connected = False
+        if not self._reconnect_lock.locked():
+            self._tasks.append(asyncio.create_task(self._reconnect(), name="runyard-bus-reconnect"))
 
-    async def _relisten(self) -> None:
-        for delay in (*RECONNECT_DELAYS, *([5.0] * 100)):
-            await asyncio.sleep(delay)
-            try:
-                await self._disconnect()
-                await self._connect()
-                self.connected = True
-                self._on_lost()  # wake readers once more: they catch up from the store
-                return
-            except Exception as exc:
-                log.warning("bus: PostgreSQL reconnect failed: %s", exc)
+    def _healthy(self) -> bool:
+        return all(c is not None and not c.is_closed() for c in (self._listen_conn, self._send_conn))
 
     async def _disconnect(self) -> None:
-        for conn in (self._listen_conn, self._send_conn):
+        conns = (self._listen_conn, self._send_conn)
+        self._listen_conn = self._send_conn = None  # before closing: the termination listener ignores them
+        for conn in conns:
             if conn is not None and not conn.is_closed():
                 try:
                     await asyncio.wait_for(conn.close(), 2)
                 except Exception:
                     conn.terminate()
-        self._listen_conn = self._send_conn = None
 
     async def _send(self, payload: str) -> None:
         if self._send_conn is None or self._send_conn.is_closed():
@@ -208,9 +225,8 @@ class RedisBus(RemoteBus):
                 raise
             except Exception as exc:
                 log.warning("bus: Redis connection lost: %s", exc)
-                self._on_lost()
-                await asyncio.sleep(0.5)
-                await self._reconnect_quietly()
+                self.connected = False
+                self._tasks.append(asyncio.create_task(self._reconnect(), name="runyard-bus-reconnect"))
                 return
             if message is not None:
                 data = message["data"]
@@ -235,6 +251,9 @@ class RedisBus(RemoteBus):
         if self._client is None:
             raise ConnectionError("bus connection closed")
         await self._client.publish(CHANNEL, payload)
+
+    def _healthy(self) -> bool:
+        return self.connected and self._client is not None and self._reader is not None and not self._reader.done()
 
     async def ping(self) -> bool:
         try:

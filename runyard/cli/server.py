@@ -17,7 +17,7 @@ def _store(settings: Settings) -> Any:
     from ..bus import create_bus
     from ..store.db import Store, create_engine
 
-    return Store(create_engine(settings.database_url), create_bus("local"))
+    return Store(create_engine(settings.database_url, pool_size=2, max_overflow=0), create_bus("local"))
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -55,7 +55,7 @@ def worker(
 ) -> None:
     """Run a worker process: claim queued runs and execute them."""
     from ..bus import create_bus
-    from ..store.db import Store, create_engine
+    from ..store.db import Store
     from ..worker.loop import Worker
 
     settings = _settings(worker_concurrency=concurrency)
@@ -63,7 +63,7 @@ def worker(
     async def main() -> None:
         bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
-        store = Store(create_engine(settings.database_url), bus)
+        store = Store.open(settings, bus)
         w = Worker(store, settings)
         await w.start()
         typer.echo(f"worker {w.worker_id} started (concurrency {w.concurrency})")

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..bus import create_bus
 from ..config import Settings, get_settings
 from ..store import keys
-from ..store.db import Store, create_engine
+from ..store.db import Store
 from ..worker.loop import Worker
 from . import errors
 from .routes import agents, runs, threads, users, waits
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
-        store = Store(create_engine(settings.database_url), bus)
+        store = Store.open(settings, bus)
         if store.is_sqlite:
             from ..store.migrate import upgrade
 

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..domain import ErrorResponse
@@ -54,6 +56,7 @@ ERRORS = {
         (409, "Conflict (illegal transition, duplicate, idempotency)"),
         (413, "Payload too large"),
         (422, "Validation error naming the field"),
+        (503, "The database is unavailable: retry (Retry-After)"),
     )
 }
 """The error responses every /v1 operation documents in the OpenAPI schema."""
@@ -87,6 +90,12 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and not (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))):
+        return await _unexpected(request, exc)
+    return error_response(503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal server error")
 
@@ -95,4 +104,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _unavailable)
+    app.add_exception_handler(DisconnectionError, _unavailable)
+    app.add_exception_handler(SATimeoutError, _unavailable)  # no pool connection free in time
     app.add_exception_handler(Exception, _unexpected)

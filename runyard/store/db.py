@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 if TYPE_CHECKING:
     from ..bus import Bus
+    from ..config import Settings
 
 __all__ = ["Conn", "Engine", "InlineConnection", "Store", "Tx", "create_engine", "utcnow"]
 
@@ -32,7 +33,7 @@ def utcnow() -> datetime:
 Engine = Union[AsyncEngine, SyncEngine]
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """An async engine for PostgreSQL; for SQLite, a sync engine used directly on the event loop.
 
     Why not aiosqlite for SQLite: every statement hops to its thread and back (~80 µs here,
@@ -69,7 +70,10 @@ def create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # Bounded: every API node and worker holds up to pool_size + max_overflow connections,
+    # and PostgreSQL's own limit (100 by default) is shared by all of them.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10,
+                               pool_pre_ping=True)
 
 
 class InlineConnection:
@@ -165,3 +169,10 @@ class Store:
             await self.engine.dispose()
         else:
             self.engine.dispose()
+
+    @classmethod
+    def open(cls, settings: "Settings", bus: "Bus") -> "Store":
+        """The store a server or worker process uses, sized by its settings."""
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                               max_overflow=settings.db_max_overflow)
+        return cls(engine, bus)

@@ -34,6 +34,8 @@ from pydantic_ai.tools import DeferredToolRequests
 
 import logging
 
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
 from ..config import Settings
 from ..domain import RunStatus
 from ..store import checkpoints, memories, queue, threads
@@ -132,6 +134,11 @@ async def execute(store: Store, settings: Settings, row: Any, handle: RunHandle)
             await _fail(writer, state, _error_text(exc))
             return
         except Exception as exc:  # an unrecoverable tool error or a bug: the run fails, the worker goes on
+            if _is_infrastructure(exc):
+                # The database is unreachable: nothing can be written now. Drop the run; its lease
+                # expires and a worker resumes it from the last checkpoint once the database is back.
+                log.warning("run %s: database unavailable (%s); leaving it to the lease", row.id, exc)
+                return
             log.exception("run %s failed", row.id)
             await _fail(writer, state, f"{type(exc).__name__}: {exc}")
             return
@@ -163,6 +170,31 @@ async def _persist(outcome: Done | Pause, writer: EventWriter, state: RunState, 
         changes={"waiting_for": outcome.waiting_for, "usage": state.usage, "worker_id": None, "lease_until": None},
         also=open_waits,
     )
+
+
+# SQLSTATE classes of a lost or refused connection: 08 connection exception, 57P admin or
+# crash shutdown / cannot connect now, 53300 too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    """A lost or refused database connection, as opposed to a bad statement."""
+    if isinstance(exc, DisconnectionError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain and len(chain) < 10:  # the driver's error hides below
+        chain.append(cause)
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    for error in chain:
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -251,8 +283,10 @@ async def _drive(store: Store, settings: Settings, row: Any, writer: EventWriter
     deferred = deferred_results(history, run_waits)
     prompt = prompt or plan_prompt(config, run_waits, history)
     attempt = writer.fence.attempt
-    if prompt is None and deferred is None and history and isinstance(history[-1], ModelResponse):
-        # Resumed at a turn's end (e.g. after a crash before completing): only new messages go on.
+    if (prompt is None and deferred is None and history and isinstance(history[-1], ModelResponse)
+            and not history[-1].tool_calls):
+        # Resumed at a turn's end (a crash between the final answer and completing): only new
+        # messages go on. A response with tool calls is not an end: pydantic-ai runs them.
         prompt = await _take_messages(store, row.id, state) or None
         if prompt is None:
             return Done(_final_output(history[-1]), history)

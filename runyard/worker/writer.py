@@ -19,6 +19,13 @@ from ..store.events import Fence, NewEvent
 __all__ = ["EventWriter"]
 
 
+def _retrieve(task: "asyncio.Future[Any]") -> None:
+    # A cancelled caller never awaits the shielded write; its error (e.g. LeaseLost) is
+    # expected then, so read it here instead of letting asyncio log it as unretrieved.
+    if not task.cancelled():
+        task.exception()
+
+
 class EventWriter:
     def __init__(self, store: Store, run_id: str, fence: Fence, *, flush_interval: float) -> None:
         self.store = store
@@ -58,7 +65,9 @@ class EventWriter:
             raise self._error
         # Shielded: a cancel arriving mid-commit must not tear the transaction in half;
         # the caller sees the CancelledError once the commit is done.
-        return await asyncio.shield(self._flush(list(extra), to, changes, also))
+        task = asyncio.ensure_future(self._flush(list(extra), to, changes, also))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
 
     async def _flush(
         self,

@@ -83,7 +83,8 @@ def run_rows(cluster: Cluster, run_ids: list[str]) -> dict[str, dict[str, Any]]:
             rows = await conn.fetch("SELECT * FROM runs WHERE id = ANY($1::text[])", run_ids)
         finally:
             await conn.close()
-        return {r["id"]: {**dict(r), "output": _data(r["output"])} for r in rows}
+        json_columns = ("output", "usage", "config", "metadata")
+        return {r["id"]: {k: _data(v) if k in json_columns else v for k, v in dict(r).items()} for r in rows}
 
     return asyncio.run(fetch())
 
@@ -130,7 +131,7 @@ def starts(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- 2,000 runs, 4 workers, 2 API nodes ------------------------------------------------------------
 
 
-async def _create_many(apis: list[Proc], agent_id: str, n: int, in_flight: int = 8) -> list[str]:
+async def _create_many(apis: list[Proc], agent_id: str, n: int, in_flight: int = 16) -> list[str]:
     gate = asyncio.Semaphore(in_flight)
     body = {"agent_id": agent_id, "message": "go", "metadata": {"script": [{"text": ["a", "b"]}]}}
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
@@ -149,7 +150,7 @@ async def _create_many(apis: list[Proc], agent_id: str, n: int, in_flight: int =
 def test_2000_runs_on_4_workers_each_run_executed_once(tmp_cluster: Callable[..., Cluster]) -> None:
     cluster = tmp_cluster()
     apis = [cluster.api(), cluster.api()]
-    workers = [cluster.worker("--concurrency", "5") for _ in range(4)]
+    workers = [cluster.worker("--concurrency", "50") for _ in range(4)]
     pids = {w.popen.pid for w in workers if w.popen is not None}
 
     first = httpx.post(f"{apis[0].base_url}/v1/runs", headers=HEADERS, timeout=10, json={
