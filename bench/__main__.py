@@ -193,21 +193,50 @@ def bench_cancel(srv: ServerProcess) -> None:
            "p99 ≤ 50 ms", p99 <= 50)
 
 
+def bench_answer_resume(srv: ServerProcess) -> None:
+    """Answer → run resumed, seen by an SSE client (bench/hitl.py)."""
+    from bench.hitl import bench_answer_resume as run
+
+    run(srv)
+
+
 SCENARIOS = {
     "create_and_wait": bench_create_and_wait,
     "concurrent": bench_concurrent,
     "stream": bench_stream,
     "waiting": bench_waiting,
     "cancel": bench_cancel,
+    "answer_resume": bench_answer_resume,
 }
 
 
+def bench_distributed() -> None:
+    """Two API nodes + workers on PostgreSQL (bench/distributed.py): its own processes."""
+    from bench.distributed import run
+
+    run(report, pct)
+
+
+CLUSTER_def bench_answer_resume(srv: ServerProcess) -> None:
+    """Answer → run resumed, seen by an SSE client (bench/hitl.py)."""
+    from bench.hitl import bench_answer_resume as run
+
+    run(srv)
+
+
+SCENARIOS = {"distributed": bench_distributed}
+
+
 def main(argv: list[str]) -> None:
-    names = argv or list(SCENARIOS)
-    print(f"Runyard benchmarks — embedded SQLite, scripted model, {os.cpu_count()} cores", flush=True)
+    names = argv or [*SCENARIOS, *CLUSTER_SCENARIOS]
+    print(f"Runyard benchmarks — embedded SQLite and distributed PostgreSQL, scripted model, {os.cpu_count()} cores",
+          flush=True)
     for name in names:
         print(f"[{name}]", flush=True)
-        with_server(SCENARIOS[name])
+        if name in CLUSTER_SCENARIOS:
+            CLUSTER_SCENARIOS[name]()
+        else:
+            with_server(SCENARIOS[name])
     width = max(len(r[0]) for r in ROWS)
     print("\n| scenario | measured | target | |\n|---|---|---|---|")
     for name, measured, target, verdict in ROWS:

@@ -256,7 +256,9 @@ class RedisBus(RemoteBus):
         return self.connected and self._client is not None and self._reader is not None and not self._reader.done()
 
     async def ping(self) -> bool:
+        if not self._healthy():
+            return False
         try:
-            return bool(self._client is not None and await self._client.ping())
+            return bool(await self._client.ping())
         except Exception:
             return False

@@ -26,8 +26,8 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def serve(
-    host: str = typer.Option(None, help="Address to bind [env RUNYARD_HOST, default 127.0.0.1]."),
-    port: int = typer.Option(None, help="Port to bind [env RUNYARD_PORT, default 8321]."),
+    host: str = typer.Option(None, help="Address to bind \\[env RUNYARD_HOST, default 127.0.0.1]."),
+    port: int = typer.Option(None, help="Port to bind \\[env RUNYARD_PORT, default 8321]."),
     no_worker: bool = typer.Option(False, "--no-worker", help="API node only: do not execute runs here."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
@@ -46,11 +46,13 @@ def serve(
         typer.echo(f"Database: {settings.database_url}" + ("" if no_worker else "  ·  worker: in-process"))
 
     app = create_app(settings, run_worker=not no_worker, on_ready=ready)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on")
+    # Open SSE streams must not hold a stopping node: clients resume elsewhere with Last-Event-ID.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
+                timeout_graceful_shutdown=5)
 
 
 def worker(
-    concurrency: int = typer.Option(None, help="Runs executed at once [env RUNYARD_WORKER_CONCURRENCY]."),
+    concurrency: int = typer.Option(None, help="Runs executed at once \\[env RUNYARD_WORKER_CONCURRENCY]."),
     grace: float = typer.Option(10.0, help="Seconds to let runs finish on SIGTERM before handing them back."),
 ) -> None:
     """Run a worker process: claim queued runs and execute them."""

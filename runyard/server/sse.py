@@ -61,6 +61,9 @@ async def event_stream(
             message = await sub.get(timeout=heartbeat)
             if message is None:
                 yield b": ping\n\n"
+                # Quiet for a while: a lost wake-up must not stall the stream, so read the store.
+                async for stored in catch_up():
+                    yield format_events(stored)
                 continue
             messages = [message, *sub.drain()]
             batch = [e for m in messages if isinstance(m, list) for e in m]

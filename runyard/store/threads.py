@@ -26,7 +26,7 @@ async def create(
     values = {"id": new_id("thr"), "org_id": org_id, "user_id": user_id, "metadata": metadata or {},
               "created_at": utcnow()}
     await conn.execute(insert(threads).values(**values))
-    return {"object": "thread", **values}
+    return {"object": "thread", **{k: v for k, v in values.items() if k != "org_id"}}
 
 
 async def get(conn: Conn, org_id: str, thread_id: str) -> dict[str, Any]:

@@ -160,10 +160,15 @@ async def resolve(
     run = await runs_store.get(tx.conn, org_id, run_id, lock=True)  # serialises racing answers
     all_waits = await for_run(tx.conn, run_id)
     if wait_id is None:
-        candidates = [w for w in all_waits if w["status"] == "open" and (kind is None or w["kind"] == kind)]
-        if not candidates:
+        of_kind = [w for w in all_waits if kind is None or w["kind"] == kind]
+        candidates = [w for w in of_kind if w["status"] == "open"]
+        resolved = [w for w in of_kind if w["status"] == "resolved"]
+        if candidates:
+            wait = candidates[0]
+        elif resolved and resolved[-1]["answer"] == answer:
+            return resolved[-1]  # a retry of the last answer, without its wait id: same result
+        else:
             raise InvalidTransition(f"run {run_id} is {run['status']}: it is not waiting for {kind or 'anything'}")
-        wait = candidates[0]
     else:
         matching = [w for w in all_waits if w["id"] == wait_id]
         if not matching:
@@ -231,6 +236,9 @@ async def expire_due(tx: Tx) -> int:
             select(waits.c.id).where(waits.c.run_id == wait["run_id"], waits.c.status == "open"))).all()
         new: list[events.NewEvent] = [("run.input_received", {"wait_id": wait["id"], "kind": wait["kind"],
                                                              "answer": None, "expired": True})]
+        if wait["kind"] == "approval" and wait["tool_call_id"] is not None:
+            new.append(("tool.denied", {"wait_id": wait["id"], "tool_call_id": wait["tool_call_id"],
+                                        "name": wait["request"].get("name"), "reason": "the approval request expired"}))
         if others:
             await events.append(tx, wait["run_id"], new)
         else:

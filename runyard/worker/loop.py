@@ -121,16 +121,14 @@ class Worker:
                 handle.cancel(CancelReason.USER)
 
     async def _heartbeat_loop(self) -> None:
+        # A third of the lease: a renewal can fail twice and still land in time. Reaping as
+        # often bounds recovery of a dead worker's runs to about lease + lease / 3.
         interval = self.settings.lease_seconds / 3
-        reap_every = max(1, int(self.settings.lease_seconds / interval))
-        beats = 0
         while True:
             await asyncio.sleep(interval)
-            beats += 1
             try:
                 await self.heartbeat()
-                if beats % reap_every == 0:
-                    await self.reap()
+                await self.reap()
             except Exception:
                 log.exception("heartbeat failed")
 

@@ -11,9 +11,6 @@ one PostgreSQL database, with the PostgreSQL bus (the default) and the Redis bus
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
