@@ -27,7 +27,7 @@ from .errors import LeaseLost
 from .events import Fence
 from .schema import runs
 
-__all__ = ["claim", "reap_expired", "release", "renew"]
+__all__ = ["claim", "reap_expired", "release", "renew", "renew_many"]
 
 
 async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> list[tuple[Any, Fence]]:
@@ -88,6 +88,28 @@ async def renew(tx: Tx, run_id: str, fence: Fence, *, lease_seconds: float) -> b
     if row is None:
         raise LeaseLost(f"run {run_id}: lease of attempt {fence.attempt} lost")
     return bool(row.cancel_requested)
+
+
+async def renew_many(tx: Tx, fences: dict[str, Fence], *, lease_seconds: float) -> dict[str, bool]:
+    """Renew many leases in one statement; returns {run_id: cancel requested} for those still held.
+
+    A run missing from the answer is no longer this worker's (its lease was lost).
+    """
+    if not fences:
+        return {}
+    worker_ids = {f.worker_id for f in fences.values()}
+    assert len(worker_ids) == 1, "one worker renews its own runs"
+    result = await tx.conn.execute(
+        update(runs)
+        .where(
+            runs.c.id.in_(list(fences)),
+            runs.c.worker_id == worker_ids.pop(),
+            runs.c.status == RunStatus.RUNNING.value,
+        )
+        .values(lease_until=tx.store.db_now() + lease_seconds)
+        .returning(runs.c.id, runs.c.attempt, runs.c.cancel_requested)
+    )
+    return {r.id: bool(r.cancel_requested) for r in result if r.attempt == fences[r.id].attempt}
 
 
 async def release(tx: Tx, run_id: str, fence: Fence, *, reason: str) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 from ..config import Settings
 from ..store import queue, waits
 from ..store.db import Store
-from ..store.errors import LeaseLost
 from .executor import CancelReason, RunHandle, execute
 
 __all__ = ["Worker"]
@@ -133,15 +132,18 @@ class Worker:
                 log.exception("heartbeat failed")
 
     async def heartbeat(self) -> None:
-        """Renew every held lease; cancel runs that lost theirs or were asked to stop."""
-        for run_id, handle in list(self.active.items()):
-            try:
-                async with self.store.tx() as tx:
-                    cancel = await queue.renew(tx, run_id, handle.fence, lease_seconds=self.settings.lease_seconds)
-            except LeaseLost:
-                handle.cancel(CancelReason.LEASE_LOST)
-                continue
-            if cancel:
+        """Renew every held lease in one statement; cancel runs that lost theirs or were asked to stop."""
+        held = dict(self.active)
+        async with self.store.tx() as tx:
+            renewed = await queue.renew_many(
+                tx, {run_id: h.fence for run_id, h in held.items()}, lease_seconds=self.settings.lease_seconds
+            )
+        for run_id, handle in held.items():
+            if run_id not in renewed:
+                # Finished meanwhile, or another attempt owns it now: either way, stop touching it.
+                if self.active.get(run_id) is handle:
+                    handle.cancel(CancelReason.LEASE_LOST)
+            elif renewed[run_id]:
                 handle.cancel(CancelReason.USER)
 
     async def reap(self) -> tuple[int, int]:
