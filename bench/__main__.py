@@ -217,14 +217,7 @@ def bench_distributed() -> None:
     run(report, pct)
 
 
-CLUSTER_def bench_answer_resume(srv: ServerProcess) -> None:
-    """Answer → run resumed, seen by an SSE client (bench/hitl.py)."""
-    from bench.hitl import bench_answer_resume as run
-
-    run(srv)
-
-
-SCENARIOS = {"distributed": bench_distributed}
+CLUSTER_SCENARIOS = {"distributed": bench_distributed}
 
 
 def main(argv: list[str]) -> None:
