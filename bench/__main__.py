@@ -172,7 +172,11 @@ def _peak_rss_mb(pid: int) -> float:
 def bench_cancel(srv: ServerProcess) -> None:
     """(e) cancel → run.cancelled seen by an SSE client, for runs parked in a long model delay."""
     with httpx.Client(base_url=srv.base_url, headers=HEADERS, timeout=30) as client:
-        agent_id = agent(client, [{"text": "working", "delay": 30}], "e")
+        # Text first, then a long tool call: the cancel lands while the run is busy.
+        agent_id = client.post("/v1/agents", json={
+            "name": "e", "instructions": "bench", "tools": ["sleep"],
+            "metadata": {"script": [{"text": "working", "tool_calls": [{"name": "sleep", "args": {"seconds": 30}}]}]},
+        }).json()["id"]
         samples = []
         for _ in range(100):
             run = client.post("/v1/runs", json={"agent_id": agent_id, "message": "x"}).json()

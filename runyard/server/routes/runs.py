@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...domain import Run, RunStatus, Wait
+from ...domain import TERMINAL_EVENT_TYPES, Run, RunStatus, Wait
 from ...store import agents, events, runs, threads, waits
 from ...store.errors import Conflict, InvalidInput, InvalidTransition, NotFound, PayloadTooLarge
 from ..auth import org_id
@@ -33,6 +33,7 @@ from .agents import check_agent_fields
 router = APIRouter(tags=["runs"], responses=ERRORS)
 
 SSE = "text/event-stream"
+SETTLING = TERMINAL_EVENT_TYPES | {"run.waiting"}
 RUN_CREATED = {201: {"model": Run, "content": {SSE: {}}, "description": "The run, or its event stream"}}
 
 
@@ -211,9 +212,13 @@ async def wait_run(
             status = RunStatus(run["status"])
             if status.is_terminal or status is RunStatus.WAITING or remaining <= 0:
                 return run
-            # Any news about the run (events, a hint from another node) is worth a re-read.
-            await sub.get(timeout=remaining)
-            sub.drain()
+            # Re-read when the run may have settled: a terminal or waiting event, or a hint
+            # from another node (just a seq) or a resync; plain progress events are skipped.
+            while remaining > 0:
+                messages = [await sub.get(timeout=remaining), *sub.drain()]
+                if any(not isinstance(m, list) or any(e["type"] in SETTLING for e in m) for m in messages):
+                    break
+                remaining = deadline - time.monotonic()
 
 
 async def _cancel(run_id: str, request: Request, org: str) -> dict[str, Any]:
