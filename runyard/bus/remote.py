@@ -9,6 +9,7 @@ re-reads the store), and the bus reconnects with backoff.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -33,7 +34,7 @@ def _compact(topic: str, message: Any) -> Any:
     return message
 
 
-class RemoteBus(LocalBus):
+class RemoteBus(LocalBus, abc.ABC):
     def __init__(self) -> None:
         super().__init__()
         self.node_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -121,17 +122,19 @@ class RemoteBus(LocalBus):
                 self._on_lost()  # wake readers once more: they catch up from the store
                 return
 
-    def _healthy(self) -> bool:
-        raise NotImplementedError
+    # What each transport provides:
 
-    async def _connect(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _healthy(self) -> bool: ...
 
-    async def _disconnect(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _connect(self) -> None: ...
 
-    async def _send(self, payload: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _send(self, payload: str) -> None: ...
 
 
 def _chunks(batch: list[list[Any]]) -> list[list[list[Any]]]:
