@@ -6,11 +6,11 @@ import base64
 import binascii
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Select, Table, func, or_
 
 from .errors import InvalidCursor
 
-__all__ = ["decode_cursor", "encode_cursor", "finish", "page"]
+__all__ = ["decode_cursor", "encode_cursor", "finish", "metadata_matches", "page"]
 
 
 def encode_cursor(id: str) -> str:
@@ -25,6 +25,15 @@ def decode_cursor(cursor: str, field: str) -> str:
     if not raw.startswith("v1:") or len(raw) > 80:
         raise InvalidCursor(f"{field} is not a cursor this server issued", field=field)
     return raw[3:]
+
+
+def metadata_matches(column: Any, key: str, value: str, dialect: str) -> Any:
+    """`metadata[key]=value` as SQL: the JSON value's text equals `value`."""
+    condition = column[key].as_string() == value
+    if value in ("true", "false") and dialect == "sqlite":
+        # SQLite's json_extract reads JSON true/false as 1/0; PostgreSQL's ->> says 'true'.
+        condition = or_(condition, func.json_type(column, f'$."{key}"') == value)
+    return condition
 
 
 def page(

@@ -8,14 +8,14 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 
 from ..domain import RunStatus
 from . import events, threads, waits
 from .db import Conn, Tx, utcnow
 from .errors import Conflict, IdempotencyConflict, InvalidTransition, NotFound
 from .ids import new_id
-from .pages import finish, page
+from .pages import finish, metadata_matches, page
 from .schema import idempotency_keys, runs
 
 __all__ = ["RUN_OPTIONS", "append_message", "create", "get", "list_", "request_cancel", "to_dict"]
@@ -192,12 +192,7 @@ async def list_(
             for status, waiting_for in statuses
         )))
     for key, value in (metadata or {}).items():
-        field = runs.c.metadata[key]
-        condition = field.as_string() == value
-        if value in ("true", "false") and conn.dialect.name == "sqlite":
-            # SQLite's json_extract reads JSON true/false as 1/0; PostgreSQL's ->> says 'true'.
-            condition = or_(condition, and_(func.json_type(runs.c.metadata, f'$."{key}"') == value))
-        query = query.where(condition)
+        query = query.where(metadata_matches(runs.c.metadata, key, value, conn.dialect.name))
     if created_after is not None:
         query = query.where(runs.c.created_at > created_after)
     if created_before is not None:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, insert, select
 from .db import Conn, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
-from .pages import finish, page
+from .pages import finish, metadata_matches, page
 from .schema import checkpoints, events, runs, threads, tool_calls, waits
 
 __all__ = ["active_runs", "conversations", "create", "delete_", "get", "list_", "to_dict"]
@@ -52,7 +52,7 @@ async def list_(
     if user_id is not None:
         query = query.where(threads.c.user_id == user_id)
     for key, value in (metadata or {}).items():
-        query = query.where(threads.c.metadata[key].as_string() == value)
+        query = query.where(metadata_matches(threads.c.metadata, key, value, conn.dialect.name))
     query, ascending = page(query, threads, limit=limit, before=before, after=after)
     rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
     return [to_dict(r) for r in rows], has_more, cursor
