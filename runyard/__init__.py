@@ -16,8 +16,10 @@ on_approval=, on_input=)` answers through callbacks, streams yield a `RunWaiting
 Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
 """
 
-from ._client import AsyncRunyard, Runyard
-from ._exceptions import (
+from ._version import __version__
+from .client.accumulator import RunAccumulator
+from .client.client import AsyncRunyard, Runyard
+from .client.exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -34,16 +36,15 @@ from ._exceptions import (
     TimeoutError,
     ValidationError,
 )
-from ._events import RunWaiting
-from ._pagination import AsyncPage, AsyncPaginator, SyncPage
-from ._resources import AgentDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
-from ._streaming import AsyncRunStream, RunAccumulator, RunStream, ServerSentEvent, SSEDecoder
-from ._types import NOT_GIVEN, NotGiven
-from .domain import Agent, Event, Memory, Run, RunStatus, Thread, ThreadMessage, Usage, Wait
+from .client.pagination import AsyncPage, AsyncPaginator, SyncPage
+from .client.resources import AgentDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
+from .client.sse import ServerSentEvent, SSEDecoder
+from .client.streams import AsyncRunStream, RunStream
+from .client.types import NOT_GIVEN, NotGiven
+from .domain import Agent, Event, Memory, Run, RunStatus, RunWaiting, Thread, ThreadMessage, Usage, Wait
 
-from ._version import __version__
-
-__all__ = [
+# One case-insensitive order, as tests/sdk/test_exported_members.py pins it (ruff's own order differs).
+__all__ = [  # noqa: RUF022
     "__version__",
     "Agent",
     "AgentDeleted",
@@ -88,8 +89,8 @@ __all__ = [
     "Wait",
 ]
 
-# Errors and models print as `runyard.NotFoundError`, not `runyard._exceptions.NotFoundError`.
+# Errors and models print as `runyard.NotFoundError`, not `runyard.client.exceptions.NotFoundError`.
 __locals = locals()
 for __name in __all__:
     if not __name.startswith("__") and isinstance(__locals[__name], type):
-        setattr(__locals[__name], "__module__", "runyard")
+        __locals[__name].__module__ = "runyard"

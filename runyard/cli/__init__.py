@@ -1,22 +1,31 @@
-"""The `runyard` command: server commands (serve, worker, migrate, keys) and client commands."""
+"""The `runyard` command: one module per command group, wired into one Typer app here.
+
+`server` and `keys` run or administer a server from this machine's settings; `runs`, `agents`
+and `waits` are clients of a running server, through the SDK's public API only.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from . import server
+from . import agents, keys, runs, server, waits
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="Runyard: a self-hostable service for agent runs.", no_args_is_help=True)
-server.register(app)
-try:
-    from . import client
-except ImportError:  # pragma: no cover - client commands need the SDK
-    client = None  # type: ignore[assignment]
-else:
-    client.register(app)
+
+# `runyard --help` lists the commands, then the groups, in the order they are added here.
+app.command()(server.serve)
+app.command()(server.worker)
+app.command()(server.migrate)
+app.command()(runs.run)
+app.add_typer(keys.keys_app, name="keys")
+waits.add_runs_commands(runs.runs_app)
+app.add_typer(waits.waits_app, name="waits")
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(agents.agents_app, name="agents")
 
 
 def main() -> None:
+    """The console script's entry point."""
     app()

@@ -1,4 +1,4 @@
-"""`runyard serve | worker | migrate | keys create`: commands that run or administer a server."""
+"""`runyard serve | worker | migrate`: the commands that run a server, on this machine's settings."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import typer
 
 from ..config import Settings, get_settings
 
-__all__ = ["register"]
+__all__ = ["admin_store", "banner", "migrate", "serve", "worker"]
 
 
-def _store(settings: Settings) -> Any:
+def admin_store(settings: Settings) -> Any:
+    """A small store for one-off admin commands (migrate, keys), with a local bus."""
     from ..bus import create_bus
     from ..store.db import Store, create_engine
 
@@ -23,6 +24,18 @@ def _store(settings: Settings) -> Any:
 def _settings(**overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     return get_settings().model_copy(update=values) if values else get_settings()
+
+
+def banner(url: str, app: Any) -> str:
+    """The line `serve` prints once it listens: its URL and the paths `app` really serves."""
+    # Read off the app, not assumed: the console is mounted only when its built files exist.
+    paths = []
+    if any(getattr(route, "path", None) == "/console" for route in app.routes):
+        paths.append("console: /console/")
+    paths.append("API: /v1")
+    if getattr(app, "docs_url", None):
+        paths.append(f"docs: {app.docs_url}")
+    return f"Runyard is running at {url}  ({', '.join(paths)})"
 
 
 def serve(
@@ -39,7 +52,7 @@ def serve(
     settings = _settings(host=host, port=port)
 
     def ready(app: Any, new_key: str | None) -> None:
-        typer.echo(f"Runyard is running at http://{settings.host}:{settings.port}  (console: /console/, API: /v1, docs: /docs)")
+        typer.echo(banner(f"http://{settings.host}:{settings.port}", app))
         if new_key:
             typer.echo(f"Admin API key (shown once, stored hashed): {new_key}")
             typer.echo(f"  export RUNYARD_API_KEY={new_key}")
@@ -47,8 +60,9 @@ def serve(
 
     app = create_app(settings, run_worker=not no_worker, on_ready=ready)
     # Open SSE streams must not hold a stopping node: clients resume elsewhere with Last-Event-ID.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5
+    )
 
 
 def worker(
@@ -88,42 +102,9 @@ def migrate() -> None:
     settings = get_settings()
 
     async def main() -> None:
-        store = _store(settings)
+        store = admin_store(settings)
         await upgrade(store)
         await store.close()
 
     asyncio.run(main())
     typer.echo(f"migrated {settings.database_url}")
-
-
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-
-
-@keys_app.command("create")
-def keys_create(
-    org: str = typer.Option(..., "--org", help="Org name (created if missing)."),
-    name: str = typer.Option("cli", help="A label for the key."),
-) -> None:
-    """Create an API key for an org and print it (it is stored hashed: copy it now)."""
-    from ..store import keys
-    from ..store.migrate import upgrade
-
-    settings = get_settings()
-
-    async def main() -> str:
-        store = _store(settings)
-        if store.is_sqlite:
-            await upgrade(store)
-        async with store.tx() as tx:
-            key = await keys.create_key(tx.conn, org, name=name)
-        await store.close()
-        return key
-
-    typer.echo(asyncio.run(main()))
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(serve)
-    app.command()(worker)
-    app.command()(migrate)
-    app.add_typer(keys_app, name="keys")

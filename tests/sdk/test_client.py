@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import runyard
-from runyard import AsyncRunyard, Runyard
-from runyard._base_client import RequestOptions
+from runyard import AsyncRunyard, Runyard, domain
+from runyard.client.base_client import RequestOptions
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()
 
@@ -49,9 +49,9 @@ def make_client(handler: Any, **kwargs: Any) -> Runyard:
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("runyard._base_client.time.sleep", lambda s: None)
-    monkeypatch.setattr("runyard._streaming.time.sleep", lambda s: None)
-    monkeypatch.setattr("runyard._resources.runs.time.sleep", lambda s: None)
+    monkeypatch.setattr("runyard.client.base_client.time.sleep", lambda s: None)
+    monkeypatch.setattr("runyard.client.streams.time.sleep", lambda s: None)
+    monkeypatch.setattr("runyard.client.resources.runs.time.sleep", lambda s: None)
 
 
 def test_auth_header_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,7 +206,6 @@ def test_reading_a_closed_stream_says_how_to_fix_it() -> None:
 
 
 def test_wait_loops_on_the_long_poll_until_terminal() -> None:
-    # One read first: a run without human_in_the_loop cannot pause, so the long poll suffices.
     answers = iter([run_json("running"), run_json("running"), run_json("running"), run_json("completed", output="ok")])
     seen: list[httpx.Request] = []
 
@@ -216,9 +215,53 @@ def test_wait_loops_on_the_long_poll_until_terminal() -> None:
 
     run = make_client(handler).runs.wait("run_1", timeout=100)
     assert run.output == "ok" and len(seen) == 4
-    assert seen[0].url.path == "/v1/runs/run_1"
-    assert all(r.url.path == "/v1/runs/run_1/wait" for r in seen[1:])
-    assert 0 < float(seen[1].url.params["timeout"]) <= 60
+    assert all(r.url.path == "/v1/runs/run_1/wait" for r in seen)
+    assert 0 < float(seen[0].url.params["timeout"]) <= 60
+
+
+def wait_json(wait_id: str, kind: str, request: dict[str, Any], status: str = "open") -> dict[str, Any]:
+    return {"id": wait_id, "object": "wait", "run_id": "run_1", "kind": kind, "request": request,
+            "answer_schema": {}, "status": status, "created_at": NOW}
+
+
+def test_wait_answers_a_pause_through_callbacks_on_the_long_poll_alone() -> None:
+    # The long poll returns for a waiting run too, so a pause needs no event stream.
+    polls = iter([run_json("waiting", human_in_the_loop=True, waiting_for="question"), run_json("completed")])
+    question = {"questions": [{"question": "Color?", "options": ["red", "blue"]}]}
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path.endswith("/wait"):
+            return httpx.Response(200, json=next(polls))
+        if path.endswith("/waits"):
+            return httpx.Response(200, json={"data": [wait_json("wait_2", "question", question),
+                                                      wait_json("wait_1", "input", {}, status="resolved")]})
+        assert path.endswith("/answer"), path
+        return httpx.Response(200, json=wait_json("wait_2", "question", question, status="resolved"))
+
+    asked: list[str] = []
+    run = make_client(handler).runs.wait("run_1", timeout=100, on_question=lambda w: asked.append(w.id) or "blue")
+    assert run.status is runyard.RunStatus.COMPLETED and asked == ["wait_2"]
+    assert [(r.method, r.url.path.rsplit("/", 1)[-1]) for r in seen] == [
+        ("GET", "wait"), ("GET", "waits"), ("POST", "answer"), ("GET", "wait"),
+    ]
+    assert json.loads(seen[2].content) == {"answers": {"Color?": "blue"}, "wait_id": "wait_2"}
+
+
+def test_wait_returns_a_waiting_run_without_a_callback_and_times_out_on_an_unsettled_one() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/waits"):
+            return httpx.Response(200, json={"data": [wait_json("wait_1", "approval", {"name": "calculator"})]})
+        run_id = request.url.path.split("/")[3]
+        return httpx.Response(200, json=run_json("waiting" if run_id == "run_w" else "running", id=run_id))
+
+    client = make_client(handler)
+    assert client.runs.wait("run_w", timeout=5, on_question=lambda w: "x").status is runyard.RunStatus.WAITING
+    with pytest.raises(runyard.TimeoutError) as info:
+        client.runs.wait("run_r", timeout=0)
+    assert info.value.run is not None and info.value.run.status is runyard.RunStatus.RUNNING
 
 
 def test_list_pages_follow_next_cursor_lazily() -> None:
@@ -283,3 +326,45 @@ def test_request_options_drop_not_given_params() -> None:
     client = Runyard(base_url="http://test", api_key="k")
     request = client._build_request(client._http, RequestOptions("GET", "/v1/agents", params={"limit": runyard.NOT_GIVEN, "before": "x"}))
     assert str(request.url) == "http://test/v1/agents?before=x"
+
+
+def test_streamed_events_are_the_domain_models() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=sse(*EVENTS, (5, "some.future_event", {})),
+                              headers={"content-type": "text/event-stream"})
+
+    with make_client(handler).runs.stream_events("run_1") as stream:
+        events = list(stream)
+    assert [type(e) for e in events] == [domain.RunQueued, domain.MessageDelta, domain.MessageDelta,
+                                         domain.RunCompleted]
+    assert all(isinstance(e, runyard.Event) for e in events)
+    assert runyard.RunWaiting is domain.RunWaiting
+    assert type(domain.parse_event({**events[0].model_dump(), "type": "some.future_event"})) is runyard.Event
+
+
+def test_list_events_pages_on_after_seq() -> None:
+    seen: list[httpx.Request] = []
+
+    def envelope(seq: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"seq": seq, "run_id": "run_1", "type": type_, "data": data, "created_at": NOW}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        after = int(request.url.params["after_seq"])
+        batch = [envelope(*e) for e in EVENTS if e[0] > after][:2]
+        has_more = batch[-1]["seq"] < 4
+        return httpx.Response(200, json={"data": batch, "has_more": has_more,
+                                         "next_cursor": str(batch[-1]["seq"]) if has_more else None})
+
+    events = list(make_client(handler).runs.list_events("run_1", after_seq=0, limit=2))
+    assert [e.seq for e in events] == [1, 2, 3, 4] and isinstance(events[-1], domain.RunCompleted)
+    assert [r.url.params["after_seq"] for r in seen] == ["0", "2"]
+    assert all(r.url.params["limit"] == "2" and r.headers["accept"] == "application/json" for r in seen)
+
+
+def test_an_unknown_run_argument_is_refused_before_any_request() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    with pytest.raises(TypeError, match="agnet_id"):
+        make_client(handler).runs.create("hi", agnet_id="agt_1")  # type: ignore[call-arg]

@@ -32,7 +32,8 @@ def test_import_is_cheap() -> None:
         "import sys, runyard; "
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
         "{'fastapi', 'starlette', 'sqlalchemy', 'pydantic_ai', 'uvicorn', 'typer'} "
-        "or m.startswith(('runyard.server', 'runyard.store', 'runyard.worker', 'runyard.bus', 'runyard.cli', 'runyard.config'))]; "
+        "or (m + '.').startswith(('runyard.server.', 'runyard.store.', 'runyard.worker.', 'runyard.bus.', "
+        "'runyard.cli.', 'runyard.config.'))]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -48,13 +49,13 @@ def test_timeout_error_is_also_the_builtin() -> None:
 
 
 def test_every_public_sdk_class_and_method_has_a_docstring() -> None:
-    from runyard import _resources
+    from runyard.client import resources
 
     classes = [
         *runyard.Runyard.__mro__[:-1], *runyard.AsyncRunyard.__mro__[:-1], runyard.RunStream, runyard.AsyncRunStream,
         runyard.RunAccumulator, runyard.SSEDecoder, runyard.ServerSentEvent, runyard.SyncPage,
         runyard.AsyncPage, runyard.AsyncPaginator, *runyard.SyncPage.__mro__[1:-2], runyard.NotGiven, runyard.AgentDeleted,
-        *(getattr(_resources, name) for name in _resources.__all__),
+        *(getattr(resources, name) for name in resources.__all__),
         *(value for value in vars(runyard).values() if isinstance(value, type) and issubclass(value, BaseException)),
     ]
     missing = []

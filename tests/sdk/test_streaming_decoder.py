@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from runyard import Event, RunAccumulator, RunStatus, ServerSentEvent, SSEDecoder, Usage
-from runyard import _exceptions as exc
-from runyard._base_client import make_status_error, parse_retry_after, retry_delay, should_retry
-from runyard._pagination import BasePage
-from runyard._resources.runs import long_poll_seconds, next_poll_pause, run_body, run_list_params
-from runyard._streaming import parse_event, reconnect_delay
-from runyard._types import NOT_GIVEN
+from runyard.client import exceptions as exc
+from runyard.client.base_client import make_status_error, parse_retry_after, retry_delay, should_retry
+from runyard.client.pagination import BasePage
+from runyard.client.resources.run_params import run_body, run_list_params
+from runyard.client.resources.waiting import long_poll_seconds, next_poll_pause
+from runyard.client.streams import event_from_sse, reconnect_delay
+from runyard.client.types import NOT_GIVEN
 from runyard.domain import Run
 
 
@@ -139,9 +140,9 @@ def ev(seq: int, type_: str, **data: object) -> Event:
 
 def test_parse_event_envelope() -> None:
     envelope = {"seq": 3, "run_id": "run_1", "type": "message.delta", "data": {"delta": "Hi"}, "created_at": NOW.isoformat()}
-    event = parse_event(ServerSentEvent(event="message.delta", data=json.dumps(envelope), id="3"))
+    event = event_from_sse(ServerSentEvent(event="message.delta", data=json.dumps(envelope), id="3"))
     assert event is not None and event.seq == 3 and event.data == {"delta": "Hi"}
-    assert parse_event(ServerSentEvent(data="")) is None
+    assert event_from_sse(ServerSentEvent(data="")) is None
 
 
 def test_accumulator_folds_text_status_and_output() -> None:

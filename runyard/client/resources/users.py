@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .._base_client import path_for
-from .._pagination import AsyncPaginator, SyncPage
-from .._types import NOT_GIVEN, NotGivenOr
-from ..domain import Memory
+from ...domain import Memory
+from ..base_client import path_for
+from ..pagination import AsyncPaginator, SyncPage
+from ..types import NOT_GIVEN, NotGivenOr
 
 if TYPE_CHECKING:
-    from .._client import AsyncRunyard, Runyard
+    from ..client import AsyncRunyard, Runyard
 
 __all__ = ["AsyncMemories", "AsyncUsers", "Memories", "MemoryDeleted", "Users"]
 
@@ -43,7 +43,7 @@ class Memories:
         self, user_id: str, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN
     ) -> SyncPage[Memory]:
         """List a user's memories, newest first; iterating the page walks all of them."""
-        return self._client._request_page(_path(user_id), Memory, {"limit": limit, "before": before})
+        return self._client._request_page(_path(user_id), Memory.model_validate, {"limit": limit, "before": before})
 
     def create(self, user_id: str, text: str, *, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN) -> Memory:
         """Remember a fact (at most 4,000 characters) about a user."""
@@ -80,11 +80,9 @@ class AsyncMemories:
         self, user_id: str, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN
     ) -> AsyncPaginator[Memory]:
         """List a user's memories, newest first: `await` for the first page or `async for` over all."""
-        return self._client._request_page(_path(user_id), Memory, {"limit": limit, "before": before})
+        return self._client._request_page(_path(user_id), Memory.model_validate, {"limit": limit, "before": before})
 
-    async def create(
-        self, user_id: str, text: str, *, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN
-    ) -> Memory:
+    async def create(self, user_id: str, text: str, *, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN) -> Memory:
         """Remember a fact (at most 4,000 characters) about a user."""
         body: dict[str, Any] = {"text": text}
         if metadata is not NOT_GIVEN:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from pydantic import BaseModel, ConfigDict
 
-from .._base_client import path_for
-from .._pagination import AsyncPaginator, SyncPage
-from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
-from ..domain import PermissionMode, Run, Thread, ThreadMessage
-from .run_params import Multitask
-from .runs import AsyncRuns, Runs
+from ...domain import Run, Thread, ThreadMessage
+from ..base_client import path_for
+from ..pagination import AsyncPaginator, SyncPage
+from ..types import NOT_GIVEN, NotGiven, NotGivenOr, strip_not_given
+from .async_runs import AsyncRuns
+from .run_params import ThreadRunCreateParams
+from .runs import Runs
 
 if TYPE_CHECKING:
-    from .._client import AsyncRunyard, Runyard
+    from ..client import AsyncRunyard, Runyard
 
 __all__ = ["AsyncThreadRuns", "AsyncThreads", "ThreadDeleted", "ThreadRuns", "Threads"]
 
@@ -39,7 +40,7 @@ def thread_list_params(
 ) -> dict[str, Any]:
     """The query of `GET /v1/threads`: `metadata[key]=value` per metadata filter."""
     params = strip_not_given({"user_id": user_id, "limit": limit, "before": before})
-    if metadata is not NOT_GIVEN:
+    if not isinstance(metadata, NotGiven):
         params.update({f"metadata[{key}]": value for key, value in metadata.items()})
     return params
 
@@ -60,45 +61,8 @@ class ThreadRuns:
         self._client = client
         self._runs = runs
 
-    def create(
-        self,
-        thread_id: str,
-        message: str,
-        *,
-        agent_id: NotGivenOr[str] = NOT_GIVEN,
-        name: NotGivenOr[str] = NOT_GIVEN,
-        instructions: NotGivenOr[str] = NOT_GIVEN,
-        tools: NotGivenOr[list[str]] = NOT_GIVEN,
-        model: NotGivenOr[str] = NOT_GIVEN,
-        user_id: NotGivenOr[str] = NOT_GIVEN,
-        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-        idempotency_key: NotGivenOr[str] = NOT_GIVEN,
-        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
-        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
-        history: NotGivenOr[bool] = NOT_GIVEN,
-        memory: NotGivenOr[bool] = NOT_GIVEN,
-        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
-        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
-        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
-    ) -> Run:
-        """Start a run on an existing thread; the arguments are those of `client.runs.create`."""
-        params = {
-            "agent_id": agent_id,
-            "name": name,
-            "instructions": instructions,
-            "tools": tools,
-            "model": model,
-            "user_id": user_id,
-            "metadata": metadata,
-            "idempotency_key": idempotency_key,
-            "human_in_the_loop": human_in_the_loop,
-            "permission_mode": permission_mode,
-            "history": history,
-            "memory": memory,
-            "multitask": multitask,
-            "wait_timeout": wait_timeout,
-            "wait_timeout_action": wait_timeout_action,
-        }
+    def create(self, thread_id: str, message: str, **params: Unpack[ThreadRunCreateParams]) -> Run:
+        """Start a run on an existing thread; the arguments are those of `client.runs.create` but `thread_id`."""
         return self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
     def list(
@@ -106,7 +70,7 @@ class ThreadRuns:
     ) -> SyncPage[Run]:
         """List a thread's runs, newest first; iterating the page walks all of them."""
         path = path_for("/v1/threads/{}/runs", thread_id)
-        return self._client._request_page(path, Run, {"limit": limit, "before": before})
+        return self._client._request_page(path, Run.model_validate, {"limit": limit, "before": before})
 
 
 class Threads:
@@ -138,7 +102,7 @@ class Threads:
     ) -> SyncPage[Thread]:
         """List threads, newest first, by `user_id` and `metadata[key] == value`; iterating walks all pages."""
         params = thread_list_params(user_id=user_id, metadata=metadata, limit=limit, before=before)
-        return self._client._request_page("/v1/threads", Thread, params)
+        return self._client._request_page("/v1/threads", Thread.model_validate, params)
 
     def delete(self, thread_id: str) -> ThreadDeleted:
         """Delete a thread with its runs; raises `ConflictError` while one of its runs is active."""
@@ -156,45 +120,8 @@ class AsyncThreadRuns:
         self._client = client
         self._runs = runs
 
-    async def create(
-        self,
-        thread_id: str,
-        message: str,
-        *,
-        agent_id: NotGivenOr[str] = NOT_GIVEN,
-        name: NotGivenOr[str] = NOT_GIVEN,
-        instructions: NotGivenOr[str] = NOT_GIVEN,
-        tools: NotGivenOr[list[str]] = NOT_GIVEN,
-        model: NotGivenOr[str] = NOT_GIVEN,
-        user_id: NotGivenOr[str] = NOT_GIVEN,
-        metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-        idempotency_key: NotGivenOr[str] = NOT_GIVEN,
-        human_in_the_loop: NotGivenOr[bool] = NOT_GIVEN,
-        permission_mode: NotGivenOr[PermissionMode] = NOT_GIVEN,
-        history: NotGivenOr[bool] = NOT_GIVEN,
-        memory: NotGivenOr[bool] = NOT_GIVEN,
-        multitask: NotGivenOr[Multitask] = NOT_GIVEN,
-        wait_timeout: NotGivenOr[float] = NOT_GIVEN,
-        wait_timeout_action: NotGivenOr[Literal["deny", "fail"]] = NOT_GIVEN,
-    ) -> Run:
-        """Start a run on an existing thread; the arguments are those of `client.runs.create`."""
-        params = {
-            "agent_id": agent_id,
-            "name": name,
-            "instructions": instructions,
-            "tools": tools,
-            "model": model,
-            "user_id": user_id,
-            "metadata": metadata,
-            "idempotency_key": idempotency_key,
-            "human_in_the_loop": human_in_the_loop,
-            "permission_mode": permission_mode,
-            "history": history,
-            "memory": memory,
-            "multitask": multitask,
-            "wait_timeout": wait_timeout,
-            "wait_timeout_action": wait_timeout_action,
-        }
+    async def create(self, thread_id: str, message: str, **params: Unpack[ThreadRunCreateParams]) -> Run:
+        """Start a run on an existing thread; the arguments are those of `client.runs.create` but `thread_id`."""
         return await self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
     def list(
@@ -202,7 +129,7 @@ class AsyncThreadRuns:
     ) -> AsyncPaginator[Run]:
         """List a thread's runs, newest first: `await` for the first page or `async for` over all."""
         path = path_for("/v1/threads/{}/runs", thread_id)
-        return self._client._request_page(path, Run, {"limit": limit, "before": before})
+        return self._client._request_page(path, Run.model_validate, {"limit": limit, "before": before})
 
 
 class AsyncThreads:
@@ -234,7 +161,7 @@ class AsyncThreads:
     ) -> AsyncPaginator[Thread]:
         """List threads, newest first: `await` for the first page or `async for` over all."""
         params = thread_list_params(user_id=user_id, metadata=metadata, limit=limit, before=before)
-        return self._client._request_page("/v1/threads", Thread, params)
+        return self._client._request_page("/v1/threads", Thread.model_validate, params)
 
     async def delete(self, thread_id: str) -> ThreadDeleted:
         """Delete a thread with its runs; raises `ConflictError` while one of its runs is active."""

@@ -2,7 +2,9 @@
 `client.waits`, `client.users`)."""
 
 from .agents import AgentDeleted, Agents, AsyncAgents
-from .runs import AsyncRuns, RunCreateParams, Runs
+from .async_runs import AsyncRuns
+from .run_params import RunCreateParams, ThreadRunCreateParams
+from .runs import Runs
 from .threads import AsyncThreadRuns, AsyncThreads, ThreadDeleted, ThreadRuns, Threads
 from .users import AsyncMemories, AsyncUsers, Memories, MemoryDeleted, Users
 from .waits import AsyncWaits, Waits
@@ -22,6 +24,7 @@ __all__ = [
     "RunCreateParams",
     "Runs",
     "ThreadDeleted",
+    "ThreadRunCreateParams",
     "ThreadRuns",
     "Threads",
     "Users",

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .._base_client import path_for
-from .._pagination import AsyncPaginator, SyncPage
-from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
-from ..domain import Agent
+from ...domain import Agent
+from ..base_client import path_for
+from ..pagination import AsyncPaginator, SyncPage
+from ..types import NOT_GIVEN, NotGivenOr, strip_not_given
 
 if TYPE_CHECKING:
-    from .._client import AsyncRunyard, Runyard
+    from ..client import AsyncRunyard, Runyard
 
 __all__ = ["AgentDeleted", "Agents", "AsyncAgents"]
 
@@ -111,7 +111,7 @@ class Agents:
             limit: page size (at most 100).
             before: a cursor (`next_cursor` of an earlier page) to start after.
         """
-        return self._client._request_page("/v1/agents", Agent, {"limit": limit, "before": before})
+        return self._client._request_page("/v1/agents", Agent.model_validate, {"limit": limit, "before": before})
 
     def update(
         self,
@@ -183,11 +183,9 @@ class AsyncAgents:
         """Fetch one agent. Raises `NotFoundError` when there is no such agent."""
         return await self._client._request_model("GET", path_for("/v1/agents/{}", agent_id), Agent)
 
-    def list(
-        self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN
-    ) -> AsyncPaginator[Agent]:
+    def list(self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN) -> AsyncPaginator[Agent]:
         """List agents, newest first: `await` it for the first page, or `async for` over every agent."""
-        return self._client._request_page("/v1/agents", Agent, {"limit": limit, "before": before})
+        return self._client._request_page("/v1/agents", Agent.model_validate, {"limit": limit, "before": before})
 
     async def update(
         self,

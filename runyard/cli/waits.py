@@ -1,5 +1,5 @@
-"""Humans in the loop at the terminal: the prompts of `runyard run --hitl`, and
-`runyard waits list` and `runyard runs answer | approve | reply`.
+"""`runyard waits list` and `runyard runs answer | approve | reply`: humans in the loop at the
+terminal, with the prompts of `runyard run --hitl` and the run follower they answer in.
 
 Prompts go to stderr and read stdin, so stdout keeps only the transcript. A closed stdin
 (EOF) at a prompt leaves the run waiting: answer it later with `runyard runs answer|approve`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from itertools import islice
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.prompt import Prompt
@@ -19,24 +19,20 @@ from rich.text import Text
 
 import runyard
 from runyard import Run, RunStatus, Runyard, Wait
+from runyard.domain import WaitStatus
 
-# client.py imports this module only when it registers the commands, once it is fully loaded.
-from .client import (
-    EXIT_INTERRUPTED,
-    LIST_PAGE_SIZE,
-    ApiKey,
-    BaseUrl,
-    Transcript,
-    _cancel_after_interrupt,
-    _connect,
-    _print_json,
-    _reporting,
-    _when,
-    err,
-    out,
-)
+from .options import LIST_PAGE_SIZE, ApiKey, BaseUrl, connect
+from .output import EXIT_INTERRUPTED, Transcript, describe_error, err, out, print_json, reporting, when
 
-__all__ = ["answer_pause", "follow_run", "parse_answers", "parse_choice", "register", "summary"]
+__all__ = [
+    "add_runs_commands",
+    "answer_pause",
+    "follow_run",
+    "parse_answers",
+    "parse_choice",
+    "summary",
+    "waits_app",
+]
 
 ALLOW = {"allow", "a", "yes", "y", "ok"}
 DENY = {"deny", "d", "no", "n"}
@@ -148,7 +144,7 @@ def answer_pause(client: Runyard, run_id: str, waits: list[Wait]) -> None:
 
     Raises `EOFError` when stdin closes before an answer.
     """
-    for wait in sorted((w for w in waits if w.status == "open"), key=lambda w: w.id):
+    for wait in sorted((w for w in waits if w.status is WaitStatus.OPEN), key=lambda w: w.id):
         if wait.kind == "question":
             answers = {q["question"]: _ask_question(q) for q in wait.request.get("questions") or []}
             client.runs.answer(run_id, answers, wait_id=wait.id)
@@ -157,6 +153,17 @@ def answer_pause(client: Runyard, run_id: str, waits: list[Wait]) -> None:
             client.runs.approve(run_id, wait_id=wait.id, **answer)
         else:
             client.runs.input(run_id, _ask(f"? {wait.request.get('prompt') or 'input'}"))
+
+
+def cancel_after_interrupt(client: Runyard, run_id: str) -> None:
+    """Cancel the run a Ctrl-C interrupted; a run that finished meanwhile is left alone."""
+    err.print(Text(f"interrupted: cancelling {run_id}", style="yellow"))
+    try:
+        client.runs.cancel(run_id)
+    except runyard.ConflictError:
+        pass  # it finished in the meantime
+    except runyard.RunyardError as exc:
+        err.print(Text(f"error: could not cancel {run_id}: {describe_error(exc, client)}", style="red"))
 
 
 def follow_run(client: Runyard, run_id: str, *, hitl: bool, after_seq: int = 0, as_json: bool = False) -> Run:
@@ -180,14 +187,15 @@ def follow_run(client: Runyard, run_id: str, *, hitl: bool, after_seq: int = 0, 
                     if view is not None:
                         view.pause()
                     try:
-                        answer_pause(client, run_id, event.waits)
+                        # The stream folded this event in already: its open waits are this pause's.
+                        answer_pause(client, run_id, stream.waiting)
                     except EOFError:
                         err.print(Text("stdin closed: no answer given", style="yellow"))
                         break
     except KeyboardInterrupt:
         if view is not None:
             view.interrupted()
-        _cancel_after_interrupt(client, run_id)
+        cancel_after_interrupt(client, run_id)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         if view is not None:
@@ -205,26 +213,25 @@ waits_app = typer.Typer(help="What needs a human, across runs.", no_args_is_help
 
 @waits_app.command("list")
 def waits_list(
-    status: Annotated[
-        Optional[str], typer.Option("--status", "-s", help="open, resolved, expired or cancelled.")
-    ] = None,
-    user_id: Annotated[Optional[str], typer.Option("--user-id", help="Only waits of this end user.")] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Only waits of this run.")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="open, resolved, expired or cancelled.")] = None,
+    user_id: Annotated[str | None, typer.Option("--user-id", help="Only waits of this end user.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Only waits of this run.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many waits.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """List waits (pauses of runs for a human), newest first: `--status open` is what needs a human now."""
-    if status is not None and status not in ("open", "resolved", "expired", "cancelled"):
-        raise typer.BadParameter("one of open, resolved, expired, cancelled", param_hint="--status")
-    client = _connect(base_url, api_key)
+    statuses = [s.value for s in WaitStatus]
+    if status is not None and status not in statuses:
+        raise typer.BadParameter(f"one of {', '.join(statuses)}", param_hint="--status")
+    client = connect(base_url, api_key)
     filters: dict[str, Any] = {"limit": min(limit, LIST_PAGE_SIZE)}
     filters.update({k: v for k, v in (("status", status), ("user_id", user_id), ("run_id", run_id)) if v})
-    with _reporting(client):
+    with reporting(client):
         found = list(islice(client.waits.list(**filters), limit))
     if as_json:
-        _print_json([w.model_dump(mode="json") for w in found])
+        print_json([w.model_dump(mode="json") for w in found])
         return
     if not found:
         err.print(Text("no waits found", style="dim"))
@@ -233,27 +240,27 @@ def waits_list(
     for column in ("id", "kind", "status", "run", "user", "asks", "created"):
         table.add_column(column, no_wrap=column != "asks")
     for w in found:
-        table.add_row(w.id, w.kind, w.status, w.run_id, w.user_id or "", summary(w), _when(w.created_at))
+        table.add_row(w.id, w.kind, w.status.value, w.run_id, w.user_id or "", summary(w), when(w.created_at))
     out.print(table)
 
 
 def runs_answer(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
-    answer: Annotated[
-        Optional[list[str]], typer.Option("--answer", help='"question=answer" (repeatable).')
-    ] = None,
+    answer: Annotated[list[str] | None, typer.Option("--answer", help='"question=answer" (repeatable).')] = None,
     answers_json: Annotated[
-        Optional[str], typer.Option("--json", help='All answers as JSON: \'{"question": "answer"}\'.')
+        str | None, typer.Option("--json", help='All answers as JSON: \'{"question": "answer"}\'.')
     ] = None,
-    wait_id: Annotated[Optional[str], typer.Option("--wait-id", help="Default: the oldest open question.")] = None,
+    wait_id: Annotated[str | None, typer.Option("--wait-id", help="Default: the oldest open question.")] = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Answer a run's clarifying question(s)."""
     if bool(answer) == (answers_json is not None):
-        raise typer.BadParameter("give --answer question=answer (repeatable) or --json, not both", param_hint="--answer")
-    client = _connect(base_url, api_key)
-    with _reporting(client, f"run {run_id}"):
+        raise typer.BadParameter(
+            "give --answer question=answer (repeatable) or --json, not both", param_hint="--answer"
+        )
+    client = connect(base_url, api_key)
+    with reporting(client, f"run {run_id}"):
         if answers_json is not None:
             try:
                 answers = json.loads(answers_json)
@@ -262,8 +269,12 @@ def runs_answer(
             if not isinstance(answers, dict):
                 raise typer.BadParameter('a JSON object {"question": "answer"}', param_hint="--json")
         else:
-            questions = [q for w in client.runs.waits(run_id) if w.kind == "question" and w.status == "open"
-                         and (wait_id is None or w.id == wait_id) for q in w.request.get("questions") or []]
+            questions = [
+                q
+                for w in client.runs.waits(run_id)
+                if w.kind == "question" and w.status is WaitStatus.OPEN and (wait_id is None or w.id == wait_id)
+                for q in w.request.get("questions") or []
+            ]
             answers = parse_answers(answer or [], questions)
         wait = client.runs.answer(run_id, answers, wait_id=wait_id)
     out.print(Text(f"answered {wait.id} of {run_id}"))
@@ -273,17 +284,17 @@ def runs_approve(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     allow: Annotated[bool, typer.Option("--allow", help="Let the tool call (or plan) go ahead.")] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Refuse it; the model is told why (--reason).")] = False,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="Told to the model when denied.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Told to the model when denied.")] = None,
     remember: Annotated[bool, typer.Option("--remember", help="Allow this tool for the rest of the run.")] = False,
-    wait_id: Annotated[Optional[str], typer.Option("--wait-id", help="Default: the oldest open approval.")] = None,
+    wait_id: Annotated[str | None, typer.Option("--wait-id", help="Default: the oldest open approval.")] = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Allow or deny the tool call (or plan) a run waits on."""
     if allow == deny:
         raise typer.BadParameter("give exactly one of --allow and --deny", param_hint="--allow/--deny")
-    client = _connect(base_url, api_key)
-    with _reporting(client, f"run {run_id}"):
+    client = connect(base_url, api_key)
+    with reporting(client, f"run {run_id}"):
         wait = client.runs.approve(run_id, decision=allow, wait_id=wait_id, reason=reason, remember=remember)
     out.print(Text(f"{'allowed' if allow else 'denied'} {wait.id} of {run_id}"))
 
@@ -299,8 +310,8 @@ def runs_reply(
 
     With --follow, exits as `runyard run` does: 0 when the run completed, 1 otherwise.
     """
-    client = _connect(base_url, api_key)
-    with _reporting(client, f"run {run_id}"):
+    client = connect(base_url, api_key)
+    with reporting(client, f"run {run_id}"):
         run = client.runs.reply(run_id, message)
     same = run.id == run_id
     err.print(Text(f"answered {run_id}" if same else f"started {run.id} on {run.thread_id}", style="dim"))
@@ -308,13 +319,13 @@ def runs_reply(
         if not same:
             out.print(run.id)
         return
-    with _reporting(client, f"run {run.id}"):
+    with reporting(client, f"run {run.id}"):
         final = follow_run(client, run.id, hitl=run.human_in_the_loop, after_seq=run.last_seq if same else 0)
     raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
 
 
-def register(app: typer.Typer, runs_app: typer.Typer) -> None:
+def add_runs_commands(runs_app: typer.Typer) -> None:
+    """Add `answer`, `approve` and `reply` to the `runs` group: they live here, with the other pause commands."""
     runs_app.command("answer")(runs_answer)
     runs_app.command("approve")(runs_approve)
     runs_app.command("reply")(runs_reply)
-    app.add_typer(waits_app, name="waits")

@@ -9,19 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._base_client import path_for
-from .._pagination import AsyncPaginator, SyncPage
-from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
-from ..domain import Wait
+from ...domain import Wait, WaitStatus
+from ..base_client import path_for
+from ..pagination import AsyncPaginator, SyncPage
+from ..types import NOT_GIVEN, NotGiven, NotGivenOr, strip_not_given
 
 if TYPE_CHECKING:
-    from .._client import AsyncRunyard, Runyard
+    from ..client import AsyncRunyard, Runyard
 
-__all__ = ["AsyncWaits", "Waits"]
+__all__ = [
+    "AsyncWaits",
+    "Decision",
+    "OnApproval",
+    "OnInput",
+    "OnQuestion",
+    "Waits",
+    "answer_body",
+    "approve_body",
+    "callback_request",
+    "pick_callback",
+]
 
 Decision = bool | Literal["allow", "deny"]
 """An approval decision: `True`/`"allow"` lets the call run, `False`/`"deny"` refuses it."""
-WaitStatus = Literal["open", "resolved", "expired", "cancelled"]
 
 OnQuestion = Callable[[Wait], Any]
 """Gets a `question` wait; returns `{question: answer}` (or, for a single question, just the answer)."""
@@ -34,12 +44,15 @@ OnInput = Callable[[Wait], Any]
 # --------------------------------------------------------------------------- pure helpers
 
 
-def decision_text(decision: Decision) -> str:
-    """`"allow"` or `"deny"` for a decision given as a bool or a word."""
+def decision_text(decision: object) -> Literal["allow", "deny"]:
+    """`"allow"` or `"deny"` for a decision given as a bool or a word (in any case); `TypeError` otherwise."""
     if isinstance(decision, bool):
         return "allow" if decision else "deny"
-    if isinstance(decision, str) and decision.lower() in ("allow", "deny"):
-        return decision.lower()
+    word = decision.lower() if isinstance(decision, str) else None
+    if word == "allow":
+        return "allow"
+    if word == "deny":
+        return "deny"
     raise TypeError(f"an approval decision is True/False or 'allow'/'deny', not {decision!r}")
 
 
@@ -90,7 +103,7 @@ def approval_answer(value: Any) -> dict[str, Any]:
         raise TypeError(
             f"on_approval must return True/False, 'allow'/'deny' or {{'decision', 'reason', 'remember'}}, not {value!r}"
         )
-    return approve_body(decision=value)
+    return approve_body(decision=decision_text(value))
 
 
 def callback_request(wait: Wait, value: Any) -> tuple[str, dict[str, Any]]:
@@ -115,15 +128,16 @@ def pick_callback(
 
 def wait_list_params(
     *,
-    status: NotGivenOr[WaitStatus],
+    status: NotGivenOr[WaitStatus | str],
     user_id: NotGivenOr[str],
     run_id: NotGivenOr[str],
     limit: NotGivenOr[int],
     before: NotGivenOr[str],
 ) -> dict[str, Any]:
-    """The query of `GET /v1/waits`."""
+    """The query of `GET /v1/waits`; `status` is checked against `WaitStatus` before it is sent."""
+    wait_status = status if isinstance(status, NotGiven) else WaitStatus(status).value
     return strip_not_given(
-        {"status": status, "user_id": user_id, "run_id": run_id, "limit": limit, "before": before}
+        {"status": wait_status, "user_id": user_id, "run_id": run_id, "limit": limit, "before": before}
     )
 
 
@@ -139,7 +153,7 @@ class Waits:
     def list(
         self,
         *,
-        status: NotGivenOr[WaitStatus] = NOT_GIVEN,
+        status: NotGivenOr[WaitStatus | str] = NOT_GIVEN,
         user_id: NotGivenOr[str] = NOT_GIVEN,
         run_id: NotGivenOr[str] = NOT_GIVEN,
         limit: NotGivenOr[int] = NOT_GIVEN,
@@ -147,10 +161,11 @@ class Waits:
     ) -> SyncPage[Wait]:
         """List waits, newest first; iterating the page walks every match.
 
-        `status="open"` (with `user_id=`) is what needs a human now.
+        `status="open"` (with `user_id=`) is what needs a human now; a status that is not a
+        `WaitStatus` raises `ValueError` before any request.
         """
         params = wait_list_params(status=status, user_id=user_id, run_id=run_id, limit=limit, before=before)
-        return self._client._request_page("/v1/waits", Wait, params)
+        return self._client._request_page("/v1/waits", Wait.model_validate, params)
 
     def get(self, wait_id: str) -> Wait:
         """Fetch a wait. Raises `NotFoundError` when there is no such wait."""
@@ -166,7 +181,7 @@ class AsyncWaits:
     def list(
         self,
         *,
-        status: NotGivenOr[WaitStatus] = NOT_GIVEN,
+        status: NotGivenOr[WaitStatus | str] = NOT_GIVEN,
         user_id: NotGivenOr[str] = NOT_GIVEN,
         run_id: NotGivenOr[str] = NOT_GIVEN,
         limit: NotGivenOr[int] = NOT_GIVEN,
@@ -174,7 +189,7 @@ class AsyncWaits:
     ) -> AsyncPaginator[Wait]:
         """List waits, newest first: `await` for the first page, or `async for` over every match."""
         params = wait_list_params(status=status, user_id=user_id, run_id=run_id, limit=limit, before=before)
-        return self._client._request_page("/v1/waits", Wait, params)
+        return self._client._request_page("/v1/waits", Wait.model_validate, params)
 
     async def get(self, wait_id: str) -> Wait:
         """Fetch a wait. Raises `NotFoundError` when there is no such wait."""

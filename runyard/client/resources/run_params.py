@@ -4,31 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Any
 
-from .. import _exceptions as _exc
-from .._base_client import RequestOptions, new_idempotency_key
-from .._types import NOT_GIVEN, NotGivenOr, strip_not_given
-from ..domain import PermissionMode, Run, RunStatus
+from ...domain import Multitask, Run, RunOptionsParams, RunStatus
+from .. import exceptions as _exc
+from ..base_client import RequestOptions, new_idempotency_key
+from ..types import NotGiven, NotGivenOr, strip_not_given
 
 __all__ = [
-    "Multitask",
-    "RunCreateParams",
     "SSE_HEADERS",
+    "RunCreateParams",
+    "ThreadRunCreateParams",
     "check_outcome",
     "create_options",
     "run_body",
     "run_list_params",
 ]
 
-Multitask = Literal["reject", "enqueue", "interrupt"]
-"""What a new run does when its thread has an active run: 409, start after it, or cancel it first."""
-
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-class RunCreateParams(TypedDict, total=False):
-    """The keyword arguments of `runs.create` (and of `stream` and `create_and_wait`)."""
+class ThreadRunCreateParams(RunOptionsParams, total=False):
+    """The keyword arguments of `threads.runs.create`: the run options, and what to run."""
 
     agent_id: str
     """The agent to run. Or give `name` and `instructions` to find-or-create it by name."""
@@ -36,8 +33,6 @@ class RunCreateParams(TypedDict, total=False):
     """Name of the agent to find or create (with `instructions`)."""
     instructions: str
     """Instructions of the agent created by name."""
-    thread_id: str
-    """Continue this thread; a new thread is started when left out."""
     tools: list[str]
     """Override the agent's tools for this run."""
     model: str
@@ -48,25 +43,26 @@ class RunCreateParams(TypedDict, total=False):
     """Free-form JSON; the `scripted` model reads its `script` here."""
     idempotency_key: str
     """Sent as `Idempotency-Key`; a fresh UUID per call when left out, reused by retries."""
-    human_in_the_loop: bool
-    """Offer the model `ask_user_question` and `request_user_input`, and allow permission modes (default False)."""
-    permission_mode: PermissionMode
-    """Which tool calls wait for approval: `autonomous` (default), `approve_writes`, `approve_all`, `plan`."""
-    history: bool
-    """Give the model the thread's earlier runs as context (default True)."""
-    memory: bool
-    """Give the model the user's memories and the memory tools (default True)."""
     multitask: Multitask
     """When the thread has an active run: `reject` (409, default), `enqueue` or `interrupt`."""
-    wait_timeout: float
-    """Seconds a pause stays open; then `wait_timeout_action` applies (default: no deadline)."""
-    wait_timeout_action: Literal["deny", "fail"]
-    """What an expired pause does: `deny` (the run goes on, default) or `fail` the run."""
 
+
+class RunCreateParams(ThreadRunCreateParams, total=False):
+    """The keyword arguments of `runs.create` (and of `stream` and `create_and_wait`)."""
+
+    thread_id: str
+    """Continue this thread; a new thread is started when left out."""
+
+
+_RUN_CREATE_KEYS = RunCreateParams.__required_keys__ | RunCreateParams.__optional_keys__
 
 
 def run_body(message: str, params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
     """The JSON body of `POST /v1/runs`: the message, the fields given, and `stream`."""
+    unknown = sorted(set(params) - _RUN_CREATE_KEYS)
+    if unknown:
+        # A typo must not reach the server as a field it ignores or rejects with a vaguer message.
+        raise TypeError(f"unexpected keyword argument(s) for a run: {', '.join(unknown)}")
     fields = strip_not_given({key: value for key, value in params.items() if key != "idempotency_key"})
     return {"message": message, **fields, "stream": stream}
 
@@ -95,13 +91,12 @@ def run_list_params(
         "created_after": created_after.isoformat() if isinstance(created_after, datetime) else created_after,
         "created_before": created_before.isoformat() if isinstance(created_before, datetime) else created_before,
     }
-    if status is not NOT_GIVEN:
+    if not isinstance(status, NotGiven):
         statuses = [status] if isinstance(status, str) else list(status)
         params["status"] = [RunStatus(value).value for value in statuses]
-    if metadata is not NOT_GIVEN:
+    if not isinstance(metadata, NotGiven):
         params.update({f"metadata[{key}]": value for key, value in metadata.items()})
     return strip_not_given(params)
-
 
 
 def create_options(path: str, message: str, params: Mapping[str, Any], *, stream: bool) -> RequestOptions:
@@ -122,4 +117,3 @@ def check_outcome(run: Run, *, raise_on_failure: bool) -> Run:
     if raise_on_failure and run.status is RunStatus.FAILED:
         raise _exc.RunFailedError(run)
     return run
-

@@ -1,0 +1,160 @@
+"""`Runyard` and `AsyncRunyard`: the clients users construct."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from .base_client import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    AsyncAPIClient,
+    RequestOptions,
+    SyncAPIClient,
+    path_for,
+)
+from .resources import (
+    Agents,
+    AsyncAgents,
+    AsyncRuns,
+    AsyncThreads,
+    AsyncUsers,
+    AsyncWaits,
+    Runs,
+    Threads,
+    Users,
+    Waits,
+)
+from .resources.run_params import SSE_HEADERS
+
+__all__ = ["AsyncRunyard", "Runyard"]
+
+
+def _event_stream_options(run_id: str, after_seq: int) -> RequestOptions:
+    # `after_seq` is what the server reads; `Last-Event-ID` says the same for SSE-aware proxies.
+    headers = dict(SSE_HEADERS)
+    if after_seq:
+        headers["Last-Event-ID"] = str(after_seq)
+    path = path_for("/v1/runs/{}/events", run_id)
+    return RequestOptions("GET", path, params={"after_seq": after_seq}, headers=headers)
+
+
+class Runyard(SyncAPIClient):
+    """Blocking client of a Runyard server.
+
+    ```python
+    from runyard import Runyard
+
+    with Runyard(api_key="ry_...") as client:
+        agent = client.agents.create("greeter", instructions="Greet the user.")
+        run = client.runs.create_and_wait("Hi!", agent_id=agent.id)
+        print(run.output)
+    ```
+
+    Args:
+        api_key: the bearer key; `RUNYARD_API_KEY` when left out.
+        base_url: the server's URL; `RUNYARD_BASE_URL`, else `http://127.0.0.1:8321`.
+        timeout: per-request timeout in seconds (or an `httpx.Timeout`); default 60 s, 5 s to connect.
+        max_retries: retries with backoff of 429, 5xx and connection errors (after the request went
+            out, only of GETs and calls with an idempotency key); default 2. An idempotent call
+            whose pooled connection turns out closed is also retried once at once.
+        default_headers: extra headers sent on every request.
+        http_client: an `httpx.Client` to use instead of a new one.
+    """
+
+    agents: Agents
+    """Create, read, list, update and delete agents."""
+    runs: Runs
+    """Start, stream, wait for, list and cancel runs."""
+    threads: Threads
+    """Conversation threads, their messages and their runs."""
+    waits: Waits
+    """What needs a human, across runs."""
+    users: Users
+    """What the org keeps about its end users (`client.users.memories`)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            http_client=http_client,
+        )
+        self.agents = Agents(self)
+        self.runs = Runs(self)
+        self.threads = Threads(self, self.runs)
+        self.waits = Waits(self)
+        self.users = Users(self)
+
+    def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
+        return self.request(_event_stream_options(run_id, after_seq), stream=True)
+
+    def __repr__(self) -> str:
+        return f"Runyard(base_url={str(self.base_url)!r})"
+
+
+class AsyncRunyard(AsyncAPIClient):
+    """Asyncio client of a Runyard server; the same resources as `Runyard`, with coroutine methods.
+
+    ```python
+    from runyard import AsyncRunyard
+
+    async with AsyncRunyard() as client:
+        run = await client.runs.create_and_wait("Hi!", agent_id="agt_...")
+    ```
+
+    The arguments are those of `Runyard` (`http_client` is an `httpx.AsyncClient`).
+    """
+
+    agents: AsyncAgents
+    """Create, read, list, update and delete agents."""
+    runs: AsyncRuns
+    """Start, stream, wait for, list and cancel runs."""
+    threads: AsyncThreads
+    """Conversation threads, their messages and their runs."""
+    waits: AsyncWaits
+    """What needs a human, across runs."""
+    users: AsyncUsers
+    """What the org keeps about its end users (`client.users.memories`)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            http_client=http_client,
+        )
+        self.agents = AsyncAgents(self)
+        self.runs = AsyncRuns(self)
+        self.threads = AsyncThreads(self, self.runs)
+        self.waits = AsyncWaits(self)
+        self.users = AsyncUsers(self)
+
+    async def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
+        return await self.request(_event_stream_options(run_id, after_seq), stream=True)
+
+    def __repr__(self) -> str:
+        return f"AsyncRunyard(base_url={str(self.base_url)!r})"
