@@ -7,20 +7,19 @@ those become `tool.error` events and the loop goes on. Anything else fails the r
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import math
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic_ai.exceptions import ToolFailed
 from simpleeval import EvalWithCompoundTypes, InvalidExpression, NumberTooHigh
 
 from ...config import get_settings
+from . import net
 from .context import current_tool_call
 
 __all__ = ["BUILTIN_TOOLS", "ToolSpec"]
@@ -38,7 +37,7 @@ async def current_time(timezone_name: str = "UTC") -> str:
     """The current date and time in ISO 8601 (only UTC is supported)."""
     if timezone_name.upper() != "UTC":
         raise ToolFailed(f"unsupported timezone {timezone_name!r}: only UTC is available")
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 _MATH = {name: getattr(math, name) for name in ("sqrt", "sin", "cos", "tan", "log", "log10", "exp", "floor", "ceil")}
@@ -48,8 +47,9 @@ async def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as `2 * (3 + 4) ** 2` or `sqrt(2)`."""
     if len(expression) > 1000:
         raise ToolFailed("expression too long (limit 1000 characters)")
-    evaluator = EvalWithCompoundTypes(functions={**_MATH, "abs": abs, "round": round, "min": min, "max": max},
-                                      names={"pi": math.pi, "e": math.e})
+    evaluator = EvalWithCompoundTypes(
+        functions={**_MATH, "abs": abs, "round": round, "min": min, "max": max}, names={"pi": math.pi, "e": math.e}
+    )
     try:
         result = evaluator.eval(expression)
     except (InvalidExpression, NumberTooHigh, ArithmeticError, SyntaxError, TypeError, ValueError) as exc:
@@ -59,47 +59,78 @@ async def calculator(expression: str) -> str:
     return str(result)
 
 
-def _refuse_private(host: str) -> None:
-    if get_settings().http_get_allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
-        raise ToolFailed(f"cannot resolve {host!r}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise ToolFailed(f"refused: {host} resolves to a private address ({address})")
+async def _resolve_checked(host: str, allow_private: bool) -> list[str]:
+    """Resolve `host` once; refuse it if any address it resolves to is not public."""
+    addresses = await asyncio.to_thread(net.resolve, host)
+    if not addresses:
+        raise ToolFailed(f"cannot resolve {host!r}: no addresses")
+    if not allow_private:
+        for address in addresses:
+            if not net.is_public_address(address):
+                raise ToolFailed(f"refused: {host} resolves to a private or reserved address ({address})")
+    return addresses
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body's first `limit` bytes, decoded, and whether there was more; at most `limit` bytes
+    are read from the socket, and at most `limit` + 1 decoded bytes are ever held."""
+    decoder = net.BoundedDecoder(response.headers.get("Content-Encoding", ""), limit)
+    received = 0
+    async for chunk in response.aiter_raw():
+        over = len(chunk) > limit - received
+        chunk = chunk[: limit - received]
+        received += len(chunk)
+        decoder.feed(chunk)
+        if over or decoder.done:
+            return bytes(decoder.output[:limit]), over or decoder.truncated
+    return bytes(decoder.output[:limit]), decoder.truncated
+
+
+async def _get(
+    client: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str], extensions: dict[str, Any], limit: int
+) -> str:
+    async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
+        body, more = await _read_bounded(response, limit)
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    truncated = " (truncated)" if more else ""
+    return f"HTTP {response.status_code}{truncated}\n{text}"
 
 
 async def http_get(url: str) -> str:
     """Fetch a public http(s) URL and return the start of its body as text."""
     settings = get_settings()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        target = None
+    if target is None or target.scheme not in ("http", "https") or not target.host:
         raise ToolFailed("url must be an absolute http:// or https:// URL")
-    await asyncio.to_thread(_refuse_private, parts.hostname)
+    host = target.raw_host.decode("ascii")
     limit = settings.http_get_max_bytes
     call = current_tool_call.get()
-    headers = {"Idempotency-Key": call.idempotency_key} if call is not None else {}
+    # Our own decoder bounds what gzip and deflate inflate to; other codings are refused.
+    headers = {"Host": target.netloc.decode("ascii"), "Accept-Encoding": "gzip, deflate"}
+    if call is not None:
+        headers["Idempotency-Key"] = call.idempotency_key
+    # No DNS rebinding: connect to the checked IP literal, with the original name as Host, TLS SNI and cert name.
+    extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     try:
         # The whole request, not each read: a server dripping bytes must not hold the run.
         async with asyncio.timeout(settings.http_get_timeout):
+            addresses = await _resolve_checked(host, settings.http_get_allow_private)
             # No redirects: a redirect could point at a private address we never checked.
             async with httpx.AsyncClient(timeout=settings.http_get_timeout, follow_redirects=False) as client:
-                async with client.stream("GET", url, headers=headers) as response:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body.extend(chunk)
-                        if len(body) > limit:
-                            break
+                for address in addresses[:-1]:
+                    # A failed connect sent nothing: try the next address, as a connect by name would.
+                    with contextlib.suppress(httpx.ConnectError):
+                        return await _get(client, target.copy_with(host=address), headers, extensions, limit)
+                return await _get(client, target.copy_with(host=addresses[-1]), headers, extensions, limit)
     except TimeoutError:
         raise ToolFailed(f"GET {url} exceeded the time limit of {settings.http_get_timeout:g} s") from None
+    except httpx.InvalidURL as exc:
+        raise ToolFailed(f"GET {url} failed: {exc}") from None
     except httpx.HTTPError as exc:
         raise ToolFailed(f"GET {url} failed: {exc.__class__.__name__}: {exc}") from None
-    text = body[:limit].decode(response.encoding or "utf-8", errors="replace")
-    truncated = " (truncated)" if len(body) > limit else ""
-    return f"HTTP {response.status_code}{truncated}\n{text}"
 
 
 async def sleep(seconds: float) -> str:
