@@ -1,62 +1,52 @@
-"""Conversation checkpoints and the tool journal: what lets a run resume without repeating work."""
+"""Conversation checkpoints: what a resumed attempt of a run continues from (invariant 4)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
+from . import runs as runs_store
 from .db import Conn, utcnow
-from .schema import checkpoints, tool_calls
+from .schema import checkpoints, runs
 
-__all__ = ["args_hash", "journaled", "load", "load_with_history_len", "record_tool", "save"]
-
-
-async def load(conn: Conn, run_id: str) -> str | None:
-    row = (await conn.execute(select(checkpoints.c.messages).where(checkpoints.c.run_id == run_id))).one_or_none()
-    return row.messages if row is not None else None
+__all__ = ["Checkpoint", "load", "save"]
 
 
-async def load_with_history_len(conn: Conn, run_id: str) -> tuple[str, int] | None:
-    row = (await conn.execute(
-        select(checkpoints.c.messages, checkpoints.c.history_len).where(checkpoints.c.run_id == run_id)
-    )).one_or_none()
-    return (row.messages, row.history_len) if row is not None else None
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's conversation so far."""
+
+    messages: str
+    """pydantic-ai `ModelMessagesTypeAdapter` JSON."""
+    history_len: int = 0
+    """How many of `messages` came from the thread's earlier runs (the rest are the run's own)."""
+    delivered: int = 0
+    """Follow-up messages of the run's queue that `messages` took in: saving drops them from the queue."""
 
 
-async def save(conn: Conn, run_id: str, attempt: int, messages: str, *, history_len: int = 0) -> None:
-    """Write the conversation so far; call inside the fenced transaction that appends events."""
-    now = utcnow()
-    values = {"messages": messages, "attempt": attempt, "updated_at": now, "history_len": history_len}
-    result = await conn.execute(update(checkpoints).where(checkpoints.c.run_id == run_id).values(**values))
-    if result.rowcount == 0:
-        await conn.execute(insert(checkpoints).values(run_id=run_id, **values))
-
-
-def args_hash(args: Any) -> str:
-    return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
-
-
-async def journaled(conn: Conn, run_id: str, tool_call_id: str) -> Any | None:
-    """The journal entry of a tool call that already ran, or None."""
+async def load(conn: Conn, org_id: str, run_id: str) -> Checkpoint | None:
+    of_org = select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org_id).exists()
     row = (
         await conn.execute(
-            select(tool_calls.c.result, tool_calls.c.is_error, tool_calls.c.args_hash).where(
-                tool_calls.c.run_id == run_id, tool_calls.c.tool_call_id == tool_call_id
-            )
+            select(checkpoints.c.messages, checkpoints.c.history_len).where(checkpoints.c.run_id == run_id, of_org)
         )
     ).one_or_none()
-    return row
+    return Checkpoint(row.messages, row.history_len) if row is not None else None
 
 
-async def record_tool(
-    conn: Conn, run_id: str, tool_call_id: str, name: str, args: Any, result: Any, *, is_error: bool
-) -> None:
-    await conn.execute(
-        insert(tool_calls).values(
-            run_id=run_id, tool_call_id=tool_call_id, name=name, args_hash=args_hash(args),
-            result=result, is_error=is_error, created_at=utcnow(),
-        )
-    )
+async def save(conn: Conn, org_id: str, run_id: str, checkpoint: Checkpoint, *, attempt: int) -> None:
+    """Write the conversation, inside the fenced transaction that appends the run's events."""
+    values = {
+        "messages": checkpoint.messages,
+        "history_len": checkpoint.history_len,
+        "attempt": attempt,
+        "updated_at": utcnow(),
+    }
+    # One upsert, not an UPDATE then an INSERT: the first checkpoint of a run costs one statement too.
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(checkpoints).values(run_id=run_id, **values)
+    await conn.execute(statement.on_conflict_do_update(index_elements=[checkpoints.c.run_id], set_=values))
+    if checkpoint.delivered:
+        await runs_store.drop_pending_messages(conn, org_id, run_id, checkpoint.delivered)

@@ -14,15 +14,18 @@ from pydantic_ai.tools import DeferredToolRequests, ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
-from ..store import checkpoints
+from ..domain import PermissionMode
+from ..store import journal
 from ..store.db import Tx
+from ..store.outcomes import ClaimedRun
+from .models import Prices
 from .tools import BUILTIN_TOOLS
 from .tools.context import ToolCallContext, current_tool_call
 from .tools.human import HUMAN_TOOLS
 from .tools.memory import MEMORY_TOOLS
 from .writer import EventWriter
 
-__all__ = ["RunDeps", "RunState", "agent_for", "declared_tools", "tool_names"]
+__all__ = ["PLAN_INSTRUCTIONS", "JournalToolset", "RunDeps", "RunState", "agent_for", "declared_tools", "tool_names"]
 
 PLAN_INSTRUCTIONS = (
     "Before doing anything, propose a short numbered plan for the task as plain text. "
@@ -35,24 +38,34 @@ class RunState:
     """What changes while the run executes."""
 
     usage: dict[str, Any]
+    """Usage of the run so far, earlier attempts included."""
     text: list[str] = field(default_factory=list)
     """Every text delta streamed in this attempt: the partial output if the run is cancelled."""
     delivered: int = 0
     """Follow-up messages taken into the conversation but not yet checkpointed."""
     history_len: int = 0
     """How many messages of the conversation came from the thread's earlier runs."""
+    answered: frozenset[str] = frozenset()
+    """Deferred calls (questions, input) whose human answer becomes their result in this turn."""
+    unsaved: bool = False
+    """The conversation holds tool results or an answer no checkpoint has yet."""
+    journal: dict[str, journal.Entry] = field(default_factory=dict)
+    """The tool calls this attempt journaled: all there is on a first attempt, so it reads none."""
 
 
 @dataclass
 class RunDeps:
-    """What the run is given; tools see it as `ctx.deps`."""
+    """What the run is given; tools see it as `ctx.deps` (and through it the state they update)."""
 
-    run_id: str
-    org_id: str
-    user_id: str | None
+    run: ClaimedRun
     writer: EventWriter
     state: RunState
-    permission_mode: str = "autonomous"
+    offered: frozenset[str] = frozenset()
+    """The tools the model is offered now (none while a plan waits for approval)."""
+    prices: Prices | None = None
+    """The route's prices; None: genai-prices."""
+    permission_mode: PermissionMode = "autonomous"
+    """Which calls wait for approval (a `plan` run acts as `autonomous` once its plan is approved)."""
     remembered: set[str] = field(default_factory=set)
     """Tools the user allowed for the rest of the run (`remember` on an approval)."""
 
@@ -66,6 +79,14 @@ class RunDeps:
             return bool(spec.side_effects) if spec is not None else name in MEMORY_TOOLS
         return False
 
+    async def journaled(self, call_id: str) -> journal.Entry | None:
+        """The journal entry of a call already made; a first attempt's entries are all in memory."""
+        entry = self.state.journal.get(call_id)
+        if entry is None and self.run.attempt > 1:
+            async with self.writer.store.read() as conn:
+                entry = await journal.lookup(conn, self.run.org_id, self.run.id, call_id)
+        return entry
+
 
 class JournalToolset(WrapperToolset[RunDeps]):
     """Runs each tool call at most once per run (a journaled result is replayed, not re-executed)
@@ -76,45 +97,71 @@ class JournalToolset(WrapperToolset[RunDeps]):
     ) -> Any:
         deps = ctx.deps
         call_id = ctx.tool_call_id or ""
-        async with deps.writer.store.read() as conn:
-            done = await checkpoints.journaled(conn, deps.run_id, call_id)
+        done = await deps.journaled(call_id)
         if done is not None:
+            done.check(name, tool_args)  # the same id with other arguments fails the run: never a silent replay
             if done.is_error:
                 raise ToolFailed(str(done.result))
             return done.result
         if not ctx.tool_call_approved and deps.needs_approval(name):
             raise ApprovalRequired
-        is_error = False
-        token = current_tool_call.set(ToolCallContext(deps.run_id, call_id))
+        call = ToolCallContext(deps.run.id, call_id)
+        token = current_tool_call.set(call)
         try:
-            result = await self.wrapped.call_tool(name, tool_args, ctx, tool)
+            result: Any = await self.wrapped.call_tool(name, tool_args, ctx, tool)
+            is_error = False
         except (ToolFailed, ModelRetry) as exc:
             is_error, result = True, str(exc.message)
         finally:
             current_tool_call.reset(token)
         result = result if isinstance(result, (str, int, float, bool, type(None), dict, list)) else str(result)
         deps.state.usage["tool_calls"] = deps.state.usage.get("tool_calls", 0) + 1
-        event = ("tool.error", {"tool_call_id": call_id, "name": name, "error": result}) if is_error else (
-            "tool.result", {"tool_call_id": call_id, "name": name, "result": result})
-
-        async def journal(tx: Tx) -> None:
-            await checkpoints.record_tool(tx.conn, deps.run_id, call_id, name, tool_args, result, is_error=is_error)
-
-        # The journal entry and its event commit together: on resume, neither repeats.
-        await deps.writer.flush(event, changes={"usage": dict(deps.state.usage)}, also=journal)
+        try:
+            await _journal(
+                deps,
+                journal.Entry.of(call_id, name, tool_args, result, is_error=is_error),
+                call if not is_error else None,
+            )
+        except ToolFailed as exc:
+            # A staged write found it cannot happen (e.g. no such memory): nothing was committed.
+            is_error, result = True, exc.message
+            await _journal(deps, journal.Entry.of(call_id, name, tool_args, result, is_error=True), None)
         if is_error:
             raise ToolFailed(str(result))
         return result
 
 
-def tool_names(config: dict[str, Any], user_id: str | None, *, planning: bool = False) -> list[str]:
+async def _journal(deps: RunDeps, entry: journal.Entry, call: ToolCallContext | None) -> None:
+    """Commit the call's staged writes, its events and its journal entry in one fenced transaction:
+    on resume, none of them repeats."""
+    run = deps.run
+    name, result = entry.name, entry.result
+    event = (
+        ("tool.error", {"tool_call_id": entry.tool_call_id, "name": name, "error": result})
+        if entry.is_error
+        else ("tool.result", {"tool_call_id": entry.tool_call_id, "name": name, "result": result})
+    )
+    writes = call.writes if call is not None else []
+
+    async def commit(tx: Tx) -> None:
+        for write in writes:
+            await write(tx)
+        await journal.record(tx.conn, run.org_id, run.id, entry)
+
+    await deps.writer.flush(
+        *(call.events if call is not None else ()), event, changes={"usage": dict(deps.state.usage)}, also=commit
+    )
+    deps.state.journal[entry.tool_call_id] = entry
+
+
+def tool_names(run: ClaimedRun, *, planning: bool = False) -> list[str]:
     """The tools a run offers the model: its own, plus human and memory tools by its options."""
     if planning:
         return []
-    names = [n for n in config.get("tools", []) if n in BUILTIN_TOOLS]
-    if config.get("human_in_the_loop"):
+    names = [n for n in run.config.get("tools", []) if n in BUILTIN_TOOLS]
+    if run.options.human_in_the_loop:
         names += list(HUMAN_TOOLS)
-    if config.get("memory", True) and user_id:
+    if run.options.memory and run.user_id:
         names += list(MEMORY_TOOLS)
     return names
 
@@ -125,29 +172,31 @@ def _function(name: str) -> Any:
     return HUMAN_TOOLS.get(name) or MEMORY_TOOLS[name]
 
 
-def agent_for(config: dict[str, Any], names: list[str]) -> Agent[RunDeps, Any]:
+def agent_for(run: ClaimedRun, names: list[str]) -> Agent[RunDeps, Any]:
     """Agents are stateless between runs: build one per distinct configuration and reuse it."""
-    key = json.dumps([config.get("instructions"), names, config.get("output_schema"),
-                      bool(config.get("human_in_the_loop"))], sort_keys=True)
+    instructions, schema = run.config.get("instructions"), run.config.get("output_schema")
+    humans = run.options.human_in_the_loop
+    key = json.dumps([instructions, names, schema, humans], sort_keys=True)
     agent = _AGENTS.get(key)
     if agent is None:
         if len(_AGENTS) >= 256:
             _AGENTS.pop(next(iter(_AGENTS)))
-        agent = _AGENTS[key] = _build_agent(config, names)
+        agent = _AGENTS[key] = _build_agent(instructions, schema, humans, names)
     return agent
 
 
 _AGENTS: dict[str, Agent[RunDeps, Any]] = {}
 
 
-def _build_agent(config: dict[str, Any], names: list[str]) -> Agent[RunDeps, Any]:
-    schema = config.get("output_schema")
+def _build_agent(
+    instructions: str | None, schema: dict[str, Any] | None, humans: bool, names: list[str]
+) -> Agent[RunDeps, Any]:
     output_type: Any = StructuredDict(schema, name="output") if schema else str
-    if config.get("human_in_the_loop"):
+    if humans:
         output_type = [output_type, DeferredToolRequests]
     tools = [_function(n) for n in names]
     agent: Agent[RunDeps, Any] = Agent(
-        instructions=config.get("instructions") or None,
+        instructions=instructions or None,
         deps_type=RunDeps,
         output_type=output_type,
         toolsets=[JournalToolset(FunctionToolset(tools))] if tools else [],
@@ -173,7 +222,12 @@ def declared_tools(names: list[str]) -> list[dict[str, Any]]:
     for name in names:
         definition: ToolDefinition = FunctionToolset([_function(name)]).tools[name].tool_def
         spec = BUILTIN_TOOLS.get(name)
-        declared.append({"name": name, "description": definition.description,
-                         "parameters": definition.parameters_json_schema,
-                         "side_effects": spec.side_effects if spec is not None else name in MEMORY_TOOLS})
+        declared.append(
+            {
+                "name": name,
+                "description": definition.description,
+                "parameters": definition.parameters_json_schema,
+                "side_effects": spec.side_effects if spec is not None else name in MEMORY_TOOLS,
+            }
+        )
     return declared

@@ -8,84 +8,74 @@ checkpoint, so the model sees each answer as the tool's result.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 
+from ..domain import WaitKind, WaitStatus
 from ..store import waits as waits_store
 from ..store.db import utcnow
 from ..store.ids import new_id
+from ..store.outcomes import ClaimedRun
 
-__all__ = [
-    "Pause", "deferred_results", "own_messages", "plan_prompt", "plan_wait", "planning", "remembered_tools", "waits_for",
-]
+__all__ = ["deferred_results", "own_messages", "plan_prompt", "plan_wait", "planning", "remembered_tools", "waits_for"]
 
 TIMED_OUT = "The user did not answer in time."
+_ANSWERED = (WaitStatus.RESOLVED, WaitStatus.EXPIRED)
+"""A wait in one of these has something for the model: the answer, or that none came in time."""
 
 
-@dataclass
-class Pause:
-    """A run that stops for humans: the waits to open and the conversation to checkpoint."""
-
-    waits: list[dict[str, Any]]
-    messages: list[ModelMessage]
-
-    @property
-    def waiting_for(self) -> str:
-        kinds = {w["kind"] for w in self.waits}
-        return "approval" if "approval" in kinds else "question" if "question" in kinds else "input"
-
-    def events(self) -> list[tuple[str, dict[str, Any]]]:
-        new: list[tuple[str, dict[str, Any]]] = [
-            ("tool.approval_requested", {"wait_id": w["id"], **w["request"]})
-            for w in self.waits if w["kind"] == "approval" and w["tool_call_id"] is not None
-        ]
-        public = [_jsonable({k: v for k, v in w.items() if k != "org_id"}) for w in self.waits]
-        new.append(("run.waiting", {"waiting_for": self.waiting_for, "waits": public}))
-        return new
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat().replace("+00:00", "Z")))
-
-
-def _wait(row: Any, config: dict[str, Any], kind: str, request: dict[str, Any], schema: dict[str, Any],
-          tool_call_id: str | None) -> dict[str, Any]:
-    timeout = config.get("wait_timeout")
+def _wait(
+    run: ClaimedRun, kind: WaitKind, request: dict[str, Any], schema: dict[str, Any], tool_call_id: str | None
+) -> dict[str, Any]:
+    timeout = run.options.wait_timeout
     now = utcnow()
     return {
-        "id": new_id("wait"), "org_id": row.org_id, "run_id": row.id, "user_id": row.user_id, "kind": kind,
-        "tool_call_id": tool_call_id, "request": request, "answer_schema": schema, "status": "open",
-        "answer": None, "resolved_by": None, "created_at": now, "resolved_at": None,
+        "id": new_id("wait"),
+        "org_id": run.org_id,
+        "run_id": run.id,
+        "user_id": run.user_id,
+        "kind": kind,
+        "tool_call_id": tool_call_id,
+        "request": request,
+        "answer_schema": schema,
+        "status": WaitStatus.OPEN.value,
+        "answer": None,
+        "resolved_by": None,
+        "created_at": now,
+        "resolved_at": None,
         "expires_at": now + timedelta(seconds=timeout) if timeout else None,
-        "timeout_action": config.get("wait_timeout_action", "deny") if timeout else None,
+        "timeout_action": run.options.wait_timeout_action if timeout else None,
     }
 
 
-def waits_for(requests: DeferredToolRequests, row: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
+def waits_for(requests: DeferredToolRequests, run: ClaimedRun) -> list[dict[str, Any]]:
+    """One wait per deferred call: a question or an input request, or an approval."""
     out = []
     for call in requests.calls:
         args = call.args_as_dict()
         kind = (requests.metadata.get(call.tool_call_id) or {}).get("kind", "question")
         if kind == "input":
-            out.append(_wait(row, config, "input", {"prompt": args.get("prompt", "")}, waits_store.INPUT_SCHEMA,
-                             call.tool_call_id))
+            out.append(
+                _wait(run, "input", {"prompt": args.get("prompt", "")}, waits_store.INPUT_SCHEMA, call.tool_call_id)
+            )
         else:
             questions = args.get("questions") or []
-            out.append(_wait(row, config, "question", {"questions": questions},
-                             waits_store.question_schema(questions), call.tool_call_id))
+            out.append(
+                _wait(
+                    run, "question", {"questions": questions}, waits_store.question_schema(questions), call.tool_call_id
+                )
+            )
     for call in requests.approvals:
         request = {"tool_call_id": call.tool_call_id, "name": call.tool_name, "args": call.args_as_dict()}
-        out.append(_wait(row, config, "approval", request, waits_store.APPROVAL_SCHEMA, call.tool_call_id))
+        out.append(_wait(run, "approval", request, waits_store.APPROVAL_SCHEMA, call.tool_call_id))
     return out
 
 
-def plan_wait(plan: str, row: Any, config: dict[str, Any]) -> dict[str, Any]:
-    return _wait(row, config, "approval", {"plan": plan}, waits_store.APPROVAL_SCHEMA, None)
+def plan_wait(plan: str, run: ClaimedRun) -> dict[str, Any]:
+    return _wait(run, "approval", {"plan": plan}, waits_store.APPROVAL_SCHEMA, None)
 
 
 def _pending_call_ids(history: list[ModelMessage]) -> list[str]:
@@ -102,18 +92,18 @@ def deferred_results(history: list[ModelMessage] | None, waits: list[dict[str, A
     results = DeferredToolResults()
     for wait in waits:
         call_id = wait["tool_call_id"]
-        if call_id not in pending or wait["status"] not in ("resolved", "expired"):
+        if call_id not in pending or wait["status"] not in _ANSWERED:
             continue
         answer = wait["answer"]
         if wait["kind"] == "approval":
-            if wait["status"] == "expired":
+            if wait["status"] == WaitStatus.EXPIRED:
                 results.approvals[call_id] = ToolDenied("The approval request timed out: the call was not made.")
             elif answer["decision"] == "allow":
                 results.approvals[call_id] = ToolApproved()
             else:
                 reason = answer.get("reason") or "no reason given"
                 results.approvals[call_id] = ToolDenied(f"The user denied this tool call: {reason}")
-        elif wait["status"] == "expired":
+        elif wait["status"] == WaitStatus.EXPIRED:
             results.calls[call_id] = TIMED_OUT
         elif wait["kind"] == "input":
             results.calls[call_id] = answer["content"]
@@ -125,9 +115,13 @@ def deferred_results(history: list[ModelMessage] | None, waits: list[dict[str, A
 
 def remembered_tools(waits: list[dict[str, Any]]) -> set[str]:
     return {
-        w["request"]["name"] for w in waits
-        if w["kind"] == "approval" and w["status"] == "resolved" and w["tool_call_id"] is not None
-        and w["answer"].get("decision") == "allow" and w["answer"].get("remember")
+        w["request"]["name"]
+        for w in waits
+        if w["kind"] == "approval"
+        and w["status"] == WaitStatus.RESOLVED
+        and w["tool_call_id"] is not None
+        and w["answer"].get("decision") == "allow"
+        and w["answer"].get("remember")
     }
 
 
@@ -135,28 +129,29 @@ def _plan_waits(waits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [w for w in waits if w["kind"] == "approval" and w["tool_call_id"] is None]
 
 
-def planning(config: dict[str, Any], waits: list[dict[str, Any]]) -> bool:
+def planning(run: ClaimedRun, waits: list[dict[str, Any]]) -> bool:
     """In `plan` mode, tools stay hidden until a plan was approved."""
-    if config.get("permission_mode") != "plan":
+    if run.options.permission_mode != "plan":
         return False
-    return not any(w["status"] == "resolved" and w["answer"]["decision"] == "allow" for w in _plan_waits(waits))
+    return not any(
+        w["status"] == WaitStatus.RESOLVED and w["answer"]["decision"] == "allow" for w in _plan_waits(waits)
+    )
 
 
-def plan_prompt(config: dict[str, Any], waits: list[dict[str, Any]], history: list[ModelMessage] | None) -> str | None:
+def plan_prompt(run: ClaimedRun, waits: list[dict[str, Any]], history: list[ModelMessage] | None) -> str | None:
     """After a plan wait is answered, what to tell the model (once: right after the plan)."""
     plans = _plan_waits(waits)
-    if config.get("permission_mode") != "plan" or not plans or not history:
+    if run.options.permission_mode != "plan" or not plans or not history:
         return None
     last = plans[-1]
-    if last["status"] not in ("resolved", "expired") or not isinstance(history[-1], ModelResponse):
+    if last["status"] not in _ANSWERED or not isinstance(history[-1], ModelResponse):
         return None
-    if last["status"] == "resolved" and last["answer"]["decision"] == "allow":
+    if last["status"] == WaitStatus.RESOLVED and last["answer"]["decision"] == "allow":
         return "The plan is approved. Carry it out now."
-    reason = (last["answer"] or {}).get("reason") if last["status"] == "resolved" else "no answer in time"
+    reason = (last["answer"] or {}).get("reason") if last["status"] == WaitStatus.RESOLVED else "no answer in time"
     return f"The plan was not approved ({reason or 'no reason given'}). Propose a revised plan."
 
 
 def own_messages(messages: list[ModelMessage], history_len: int) -> list[ModelMessage]:
     """A run's own part of its checkpoint (without the thread history it started from)."""
     return messages[history_len:]
-

@@ -16,6 +16,8 @@ from typing import Any
 from ..config import Settings
 from ..store import queue, waits
 from ..store.db import Store
+from ..store.events import Fence
+from ..store.outcomes import ClaimedRun
 from .executor import CancelReason, RunHandle, execute
 
 __all__ = ["Worker"]
@@ -92,18 +94,18 @@ class Worker:
             except TimeoutError:
                 pass
 
-    def _start(self, row: Any, fence: Any) -> None:
-        handle = RunHandle(row.id, fence)
+    def _start(self, row: Any, fence: Fence) -> None:
+        handle = RunHandle(ClaimedRun.of(row, fence))
         self.active[row.id] = handle
-        handle.task = asyncio.create_task(self._execute(row, handle), name=f"run-{row.id}")
+        handle.task = asyncio.create_task(self._execute(handle), name=f"run-{row.id}")
 
-    async def _execute(self, row: Any, handle: RunHandle) -> None:
+    async def _execute(self, handle: RunHandle) -> None:
         try:
-            await execute(self.store, self.settings, row, handle)
+            await execute(self.store, self.settings, handle)
         except Exception:
-            log.exception("run %s: executor crashed", row.id)
+            log.exception("run %s: executor crashed", handle.run.id)
         finally:
-            self.active.pop(row.id, None)
+            self.active.pop(handle.run.id, None)
             self._wake.set()
 
     async def _wake_loop(self) -> None:

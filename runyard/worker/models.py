@@ -30,7 +30,16 @@ from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolC
 
 from ..store.errors import InvalidInput
 
-__all__ = ["ModelError", "Prices", "ResolvedModel", "ScriptError", "load_routes", "resolve_model", "validate_script"]
+__all__ = [
+    "ModelError",
+    "Prices",
+    "ResolvedModel",
+    "ScriptError",
+    "ScriptLimits",
+    "load_routes",
+    "resolve_model",
+    "validate_script",
+]
 
 SCRIPTED = "scripted"
 MODEL_PREFIXES = ("openai:", "openai-chat:", "openai-responses:", "anthropic:", "ollama:")
@@ -54,8 +63,9 @@ class Prices:
 
     def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int) -> float:
         uncached = max(input_tokens - cache_read_tokens, 0)
-        return (uncached * self.input_mtok + output_tokens * self.output_mtok
-                + cache_read_tokens * self.cache_read_mtok) / 1_000_000
+        return (
+            uncached * self.input_mtok + output_tokens * self.output_mtok + cache_read_tokens * self.cache_read_mtok
+        ) / 1_000_000
 
 
 @dataclass(frozen=True)
@@ -66,21 +76,67 @@ class ResolvedModel:
     """None: ask genai-prices (offline snapshot); a scripted run costs nothing."""
 
 
+class ScriptLimits:
+    """The `scripted` model is the default: bound what a key holder can make it write or hold."""
+
+    STEPS = 100
+    REPEAT = 10_000
+    DELAY_S = 60.0
+    CHUNKS = 1_000
+    STEP_TEXT_BYTES = 1024 * 1024
+    TOOL_CALLS = 16
+
+
+def _script_error(where: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{where} {message}", field=where)
+
+
 def validate_script(script: Any) -> None:
+    """Check a script at create time, so a run never fails (or fills the disk) on its shape."""
     if script is None:
         return
+    where = "metadata.script"
     if not isinstance(script, list):
-        raise InvalidInput("metadata.script must be a list of steps", field="metadata.script")
+        raise _script_error(where, "must be a list of steps")
+    if len(script) > ScriptLimits.STEPS:
+        raise _script_error(where, f"has more than {ScriptLimits.STEPS} steps")
     for i, step in enumerate(script):
+        at = f"{where}[{i}]"
         if not isinstance(step, dict):
-            raise InvalidInput(f"metadata.script[{i}] must be an object", field=f"metadata.script[{i}]")
+            raise _script_error(at, "must be an object")
         unknown = set(step) - {"text", "repeat", "reasoning", "tool_calls", "delay", "error"}
         if unknown:
-            raise InvalidInput(f"metadata.script[{i}] has unknown keys {sorted(unknown)}", field=f"metadata.script[{i}]")
-        for call in step.get("tool_calls") or []:
-            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-                raise InvalidInput(f"metadata.script[{i}].tool_calls entries need a name",
-                                   field=f"metadata.script[{i}].tool_calls")
+            raise _script_error(at, f"has unknown keys {sorted(unknown)}")
+        repeat = step.get("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 0 <= repeat <= ScriptLimits.REPEAT:
+            raise _script_error(f"{at}.repeat", f"must be an integer from 0 to {ScriptLimits.REPEAT}")
+        delay = step.get("delay", 0)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= ScriptLimits.DELAY_S:
+            raise _script_error(f"{at}.delay", f"must be a number of seconds from 0 to {ScriptLimits.DELAY_S:g}")
+        text = step.get("text")
+        chunks = [text] if isinstance(text, str) else text
+        if chunks is not None and (not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks)):
+            raise _script_error(f"{at}.text", "must be a string or a list of strings")
+        if chunks is not None and len(chunks) > ScriptLimits.CHUNKS:
+            raise _script_error(f"{at}.text", f"has more than {ScriptLimits.CHUNKS} chunks")
+        size = sum(len(c.encode()) for c in chunks or []) * repeat
+        for key in ("reasoning", "error"):
+            if key in step and not isinstance(step[key], str):
+                raise _script_error(f"{at}.{key}", "must be a string")
+            size += len(str(step.get(key) or "").encode())
+        if size > ScriptLimits.STEP_TEXT_BYTES:
+            raise _script_error(at, f"writes more than {ScriptLimits.STEP_TEXT_BYTES // (1024 * 1024)} MB of text")
+        calls = step.get("tool_calls") or []
+        if not isinstance(calls, list) or len(calls) > ScriptLimits.TOOL_CALLS:
+            raise _script_error(f"{at}.tool_calls", f"must be a list of at most {ScriptLimits.TOOL_CALLS} calls")
+        for n, call in enumerate(calls):
+            if (
+                not isinstance(call, dict)
+                or not isinstance(call.get("name"), str)
+                or set(call) - {"name", "args"}
+                or not isinstance(call.get("args", {}), dict)
+            ):
+                raise _script_error(f"{at}.tool_calls[{n}]", 'must be {"name": str, "args": object}')
 
 
 def _step_index(messages: list[ModelMessage], task: str | None) -> tuple[int, str]:
@@ -123,8 +179,11 @@ def scripted_model(script: list[dict[str, Any]] | None, task: str | None = None)
                 yield str(chunk)
         for n, call in enumerate(step.get("tool_calls") or [], start=1):
             # Deterministic ids: the tool journal keys on them across a crash and a resume.
-            yield {n: DeltaToolCall(name=call["name"], json_args=json.dumps(call.get("args", {})),
-                                    tool_call_id=f"call_{index}_{n}")}
+            yield {
+                n: DeltaToolCall(
+                    name=call["name"], json_args=json.dumps(call.get("args", {})), tool_call_id=f"call_{index}_{n}"
+                )
+            }
         if not chunks and not step.get("tool_calls") and not step.get("reasoning"):
             yield ""
 
@@ -141,7 +200,11 @@ def load_routes(path: str | None) -> dict[str, dict[str, Any]]:
 
 
 def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
-    return name in (SCRIPTED, "test") or name in routes or (name.startswith(MODEL_PREFIXES) and ":" in name and not name.endswith(":"))
+    return (
+        name in (SCRIPTED, "test")
+        or name in routes
+        or (name.startswith(MODEL_PREFIXES) and ":" in name and not name.endswith(":"))
+    )
 
 
 def resolve_model(

@@ -1,25 +1,29 @@
 """The one writer of a running run's events: buffers token deltas, flushes in batches.
 
 Deltas are held at most `flush_interval` (10 ms) and committed together; every other write
-(checkpoint, tool journal, status change) flushes the buffer first in the same transaction,
-so seq order is always the order things happened in. One writer per run keeps invariant 1.
+(checkpoint, tool journal, the run's outcome) takes the buffer into its own transaction, so
+seq order is always the order things happened in. One writer per run keeps invariant 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from ..domain import RunStatus
 from ..store import events
 from ..store.db import Store, Tx
 from ..store.events import Fence, NewEvent
 
 __all__ = ["EventWriter"]
 
+T = TypeVar("T")
 
-def _retrieve(task: "asyncio.Future[Any]") -> None:
+Write = Callable[[Tx, list[NewEvent]], Awaitable[T]]
+"""A transaction's work, given the buffered events it must append (fenced) before anything else."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
     # A cancelled caller never awaits the shielded write; its error (e.g. LeaseLost) is
     # expected then, so read it here instead of letting asyncio log it as unretrieved.
     if not task.cancelled():
@@ -36,6 +40,7 @@ class EventWriter:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     def emit(self, type_: str, data: dict[str, Any]) -> None:
         """Queue an event; it is committed within `flush_interval`."""
@@ -56,38 +61,46 @@ class EventWriter:
     async def flush(
         self,
         *extra: NewEvent,
-        to: RunStatus | None = None,
         changes: dict[str, Any] | None = None,
         also: Callable[[Tx], Awaitable[None]] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Commit the buffer plus `extra` events, a status change and `also`'s writes, fenced."""
+    ) -> None:
+        """Commit the buffer plus `extra` events and run changes, then `also`'s writes, fenced, in one transaction."""
+        if not self._buffer and not extra and not changes and also is None:
+            return
+
+        async def write(tx: Tx, buffered: list[NewEvent]) -> None:
+            # Always appended, even with nothing new: the append is the fence check `also` relies on.
+            await events.append(tx, self.run_id, [*buffered, *extra], changes=changes, fence=self.fence)
+            if also is not None:
+                await also(tx)
+
+        await self.commit(write)
+
+    async def commit(self, write: Write[T]) -> T:
+        """Run `write(tx, buffered events)` in one transaction; the buffer is dropped once it commits."""
         if self._error is not None:
             raise self._error
         # Shielded: a cancel arriving mid-commit must not tear the transaction in half;
-        # the caller sees the CancelledError once the commit is done.
-        task = asyncio.ensure_future(self._flush(list(extra), to, changes, also))
+        # the caller sees the CancelledError at once, and `settle` waits for the commit.
+        task = asyncio.ensure_future(self._commit(write))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _flush(
-        self,
-        extra: list[NewEvent],
-        to: RunStatus | None,
-        changes: dict[str, Any] | None,
-        also: Callable[[Tx], Awaitable[None]] | None,
-    ) -> list[dict[str, Any]]:
+    async def _commit(self, write: Write[T]) -> T:
         async with self._lock:
             taken = len(self._buffer)
-            new = self._buffer[:taken] + extra
-            if not new and to is None and not changes and also is None:
-                return []
             async with self.store.tx() as tx:
-                written = await events.append(tx, self.run_id, new, to=to, changes=changes, fence=self.fence)
-                if also is not None:
-                    await also(tx)
+                result = await write(tx, self._buffer[:taken])
             # Only drop what was committed: a failed commit leaves the buffer for the next try.
             del self._buffer[:taken]
-            return written
+            return result
+
+    async def settle(self) -> None:
+        """Wait for commits a cancel left running, so the run's outcome is written after them."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
 
     def discard(self) -> None:
         """Drop buffered events that could not be written (the caller is failing the run)."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from conftest import ADMIN_KEY, ServerProcess, wait_until
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -60,8 +59,9 @@ def test_every_kind_of_pause_survives_kill_9(tmp_path: Path) -> None:
                 "input": create(client, "i", entry),
                 "plan": create(client, "p", plan, tools=["calculator"], permission_mode="plan"),
             }
-            for kind, run_id in ids.items():
-                wait_until(lambda: client.get(f"/v1/runs/{run_id}").json()["status"] == "waiting", timeout=15)
+            for run_id in ids.values():
+                wait_until(lambda run_id=run_id: client.get(f"/v1/runs/{run_id}").json()["status"] == "waiting",
+                           timeout=15)
             runs = {kind: client.get(f"/v1/runs/{run_id}").json() for kind, run_id in ids.items()}
             before = {kind: events_of(client, run_id) for kind, run_id in ids.items()}
             waits = {kind: client.get(f"/v1/runs/{run_id}/waits").json()["data"] for kind, run_id in ids.items()}

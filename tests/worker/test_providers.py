@@ -127,7 +127,8 @@ def test_anthropic_messages_route(provider_server: tuple[FakeProvider, httpx.Cli
     assert [r["model"] for r in fake.requests] == ["claude-haiku-4-5", "claude-haiku-4-5"]
     tool_results = [block for m in fake.requests[1]["messages"] if isinstance(m["content"], list)
                     for block in m["content"] if block.get("type") == "tool_result"]
-    assert [(b["tool_use_id"], b["content"]) for b in tool_results] == [("call_calc_1", [{"type": "text", "text": "42"}])]
+    assert [(b["tool_use_id"], b["content"]) for b in tool_results] == [
+        ("call_calc_1", [{"type": "text", "text": "42"}])]
     # No route prices: the cost comes from genai-prices' offline snapshot, summed over requests.
     costs = [u["cost_usd"] for u in of_type(events, "usage")]
     assert all(isinstance(c, float) and c > 0 for c in costs)

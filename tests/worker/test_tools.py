@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ import pytest
 from conftest import ADMIN_KEY, ServerProcess
 
 
-def run_script(http: httpx.Client, tools: list[str], script: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_script(
+    http: httpx.Client, tools: list[str], script: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Create a run of the scripted model with `tools`, wait for its end; return it and its events."""
     r = http.post("/v1/runs", json={"name": "tools-tests", "instructions": "Use tools.", "message": "go",
                                     "tools": tools, "metadata": {"script": script}})
@@ -76,7 +78,7 @@ def test_bad_tool_arguments_are_a_recoverable_tool_error(http: httpx.Client) -> 
 
 
 def test_current_time(http: httpx.Client) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     run, events = run_script(http, ["current_time"], [
         {"tool_calls": [call("current_time"), call("current_time", timezone_name="Mars/Olympus")]},
         {"text": "ok"},
@@ -85,7 +87,7 @@ def test_current_time(http: httpx.Client) -> None:
     [result] = of_type(events, "tool.result")
     stamp = datetime.fromisoformat(result["result"])
     assert stamp.tzinfo is not None
-    assert before <= stamp <= datetime.now(timezone.utc)
+    assert before <= stamp <= datetime.now(UTC)
     [error] = of_type(events, "tool.error")
     assert "unsupported timezone" in str(error["error"])
 
@@ -104,7 +106,7 @@ def test_http_get_refuses_private_addresses(http: httpx.Client, server: Any) -> 
     # Calls of one turn run concurrently: order their errors by call id.
     errors = sorted(of_type(events, "tool.error"), key=lambda e: int(e["tool_call_id"].rsplit("_", 1)[1]))
     assert len(errors) == len(private) + 1
-    for url, error in zip(private, errors):
+    for url, error in zip(private, errors[:-1], strict=True):
         assert "private" in str(error["error"]), (url, error)
     assert "http" in str(errors[-1]["error"])
 

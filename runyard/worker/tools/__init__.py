@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .builtins import BUILTIN_TOOLS, ToolSpec
+from .builtins import BUILTIN_TOOLS
 
-__all__ = ["BUILTIN_TOOLS", "ToolSpec", "unknown_tools"]
+__all__ = ["BUILTIN_TOOLS", "unknown_tools"]
 
 
 def unknown_tools(names: list[str]) -> list[str]:
