@@ -7,27 +7,40 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 __all__ = [
-    "Agent",
+    "ACTIVE_STATUSES",
+    "EVENT_ADAPTER",
+    "EVENT_MODELS",
     "EVENT_TYPES",
+    "RUN_OPTION_DEFAULTS",
+    "SETTLING_EVENT_TYPES",
+    "TERMINAL_EVENT_TYPES",
+    "TERMINAL_STATUSES",
+    "Agent",
+    "AnyEvent",
     "ErrorBody",
     "ErrorResponse",
     "Event",
     "EventType",
-    "Run",
-    "RunStatus",
-    "TERMINAL_STATUSES",
     "Memory",
+    "Multitask",
     "PermissionMode",
+    "Run",
+    "RunOptions",
+    "RunOptionsParams",
+    "RunStatus",
     "Thread",
     "ThreadMessage",
     "Usage",
     "Wait",
     "WaitKind",
+    "WaitStatus",
+    "WaitTimeoutAction",
+    "parse_event",
 ]
 
 
@@ -53,6 +66,19 @@ class RunStatus(str, enum.Enum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+"""A run in one of these never changes again."""
+ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING})
+"""A run in one of these still holds its thread (multitask rules apply)."""
+
+
+class WaitStatus(str, enum.Enum):
+    """The lifecycle of a wait. The store's CHECK constraint is built from this enum."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
 
 EventType = Literal[
     "run.queued",
@@ -79,10 +105,47 @@ EventType = Literal[
     "run.failed",
     "run.cancelled",
 ]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
-TERMINAL_EVENT_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"run.completed", "run.failed", "run.cancelled"})
+SETTLING_EVENT_TYPES: frozenset[str] = TERMINAL_EVENT_TYPES | {"run.waiting"}
+"""After one of these a long-poll has something to return: the run ended or waits for a human."""
 WaitKind = Literal["question", "approval", "input"]
 PermissionMode = Literal["autonomous", "approve_writes", "approve_all", "plan"]
+WaitTimeoutAction = Literal["deny", "fail"]
+Multitask = Literal["reject", "enqueue", "interrupt"]
+"""What a new run does when its thread has an active run: 409, start after it, or cancel it first."""
+
+
+class RunOptions(BaseModel):
+    """Per-run options with their defaults: declared once, read by the server's request models,
+    the run resource, the store's defaults and (as `RunOptionsParams`) the SDK's signatures."""
+
+    human_in_the_loop: bool = Field(default=False, description="Offer ask_user_question; allow permission modes.")
+    permission_mode: PermissionMode = Field(default="autonomous", description="Which tool calls wait for approval.")
+    history: bool = Field(default=True, description="Include the thread's earlier runs as context.")
+    memory: bool = Field(default=True, description="Give the model the user's memories and memory tools.")
+    wait_timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, description="Seconds a wait stays open.")
+    wait_timeout_action: WaitTimeoutAction = Field(default="deny", description="What an expired wait does.")
+
+
+RUN_OPTION_DEFAULTS: dict[str, Any] = RunOptions().model_dump()
+
+
+class RunOptionsParams(TypedDict, total=False):
+    """`RunOptions` as keyword arguments (for `Unpack[...]`); a test keeps the two in step."""
+
+    human_in_the_loop: bool
+    """Offer the model `ask_user_question` and `request_user_input`, and allow permission modes (default False)."""
+    permission_mode: PermissionMode
+    """Which tool calls wait for approval: `autonomous` (default), `approve_writes`, `approve_all`, `plan`."""
+    history: bool
+    """Give the model the thread's earlier runs as context (default True)."""
+    memory: bool
+    """Give the model the user's memories and the memory tools (default True)."""
+    wait_timeout: float
+    """Seconds a pause stays open; then `wait_timeout_action` applies (default: no deadline)."""
+    wait_timeout_action: WaitTimeoutAction
+    """What an expired pause does: `deny` (the run goes on, default) or `fail` the run."""
 
 
 class _Model(BaseModel):
@@ -131,7 +194,7 @@ class Thread(_Model):
     created_at: datetime
 
 
-class Run(_Model):
+class Run(RunOptions, _Model):
     """One execution of an agent on one task."""
 
     id: str
@@ -148,12 +211,6 @@ class Run(_Model):
     tools: list[str] = Field(default_factory=list)
     waiting_for: WaitKind | None = None
     """What a `waiting` run waits for: `question`, `approval` or `input`."""
-    human_in_the_loop: bool = False
-    permission_mode: PermissionMode = "autonomous"
-    history: bool = True
-    memory: bool = True
-    wait_timeout: float | None = None
-    wait_timeout_action: Literal["deny", "fail"] = "deny"
     usage: Usage = Field(default_factory=Usage)
     duration_ms: int | None = None
     created_at: datetime
@@ -188,13 +245,13 @@ class Wait(_Model):
     tool_call_id: str | None = None
     request: dict[str, Any]
     answer_schema: dict[str, Any]
-    status: Literal["open", "resolved", "expired", "cancelled"]
+    status: WaitStatus
     answer: Any = None
     resolved_by: str | None = None
     created_at: datetime
     resolved_at: datetime | None = None
     expires_at: datetime | None = None
-    timeout_action: Literal["deny", "fail"] | None = None
+    timeout_action: WaitTimeoutAction | None = None
 
 
 class Memory(_Model):
@@ -221,7 +278,10 @@ class ThreadMessage(_Model):
 
 
 class Event(_Model):
-    """One entry of a run's event log. `seq` counts 1, 2, 3 … per run with no gap."""
+    """One entry of a run's event log. `seq` counts 1, 2, 3 … per run with no gap.
+
+    `parse_event` returns the typed subclass for the event's `type` (`RunCompleted`, …), or a
+    plain `Event` for a type this version does not know (a newer server)."""
 
     seq: int
     run_id: str
@@ -232,6 +292,134 @@ class Event(_Model):
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENT_TYPES
+
+
+class RunQueued(Event):
+    type: Literal["run.queued"] = "run.queued"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunStarted(Event):
+    type: Literal["run.started"] = "run.started"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolsDeclared(Event):
+    type: Literal["tools.declared"] = "tools.declared"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MessageDelta(Event):
+    type: Literal["message.delta"] = "message.delta"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MessageCompleted(Event):
+    type: Literal["message.completed"] = "message.completed"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ReasoningDelta(Event):
+    type: Literal["reasoning.delta"] = "reasoning.delta"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolCall(Event):
+    type: Literal["tool.call"] = "tool.call"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolResult(Event):
+    type: Literal["tool.result"] = "tool.result"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolError(Event):
+    type: Literal["tool.error"] = "tool.error"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class UsageReported(Event):
+    type: Literal["usage"] = "usage"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunCancelRequested(Event):
+    type: Literal["run.cancel_requested"] = "run.cancel_requested"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunRequeued(Event):
+    type: Literal["run.requeued"] = "run.requeued"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunWaiting(Event):
+    """The `run.waiting` event: the run paused for a human and released its worker."""
+
+    type: Literal["run.waiting"] = "run.waiting"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+    @property
+    def waiting_for(self) -> WaitKind | None:
+        """What the run waits for: `question`, `approval` or `input`."""
+        return self.data.get("waiting_for")
+
+    @property
+    def waits(self) -> list[Wait]:
+        """The waits the run opened at this pause (their `status` is `open` as of this event)."""
+        return [Wait.model_validate(w) for w in self.data.get("waits") or []]
+
+
+class RunInputReceived(Event):
+    type: Literal["run.input_received"] = "run.input_received"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolApprovalRequested(Event):
+    type: Literal["tool.approval_requested"] = "tool.approval_requested"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolApproved(Event):
+    type: Literal["tool.approved"] = "tool.approved"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ToolDenied(Event):
+    type: Literal["tool.denied"] = "tool.denied"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MessageAppended(Event):
+    type: Literal["message.appended"] = "message.appended"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MemorySaved(Event):
+    type: Literal["memory.saved"] = "memory.saved"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MemoryDeleted(Event):
+    type: Literal["memory.deleted"] = "memory.deleted"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunCompleted(Event):
+    type: Literal["run.completed"] = "run.completed"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunFailed(Event):
+    type: Literal["run.failed"] = "run.failed"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunCancelled(Event):
+    type: Literal["run.cancelled"] = "run.cancelled"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+EVENT_MODELS: dict[str, type[Event]] = {model.model_fields["type"].default: model for model in Event.__subclasses__()}
+
+
+def _event_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in EVENT_MODELS else "unknown"
+
+
+AnyEvent = Annotated[
+    Union[  # noqa: UP007 - built at runtime from the event models
+        tuple(Annotated[model, Tag(kind)] for kind, model in EVENT_MODELS.items())  # type: ignore[valid-type]
+        + (Annotated[Event, Tag("unknown")],)
+    ],
+    Discriminator(_event_tag),
+]
+"""Every event type as one discriminated union; unknown types parse as a plain `Event`."""
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(cast(Any, AnyEvent))  # a runtime-built union
+
+
+def parse_event(value: Any) -> Event:
+    """The typed event for a stored row, an SSE payload or a JSON page entry: the one parser."""
+    return EVENT_ADAPTER.validate_python(value)
 
 
 class ErrorBody(_Model):

@@ -27,6 +27,13 @@ from runyard.store import keys
 ADMIN_KEY = "ryk_test_admin_key"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Cluster, crash and load suites are the slow part: `make test-fast` deselects them.
+    for item in items:
+        if "distributed" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass
 class ServerInThread:
     """A real uvicorn server running the Runyard app in a background thread."""

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from .local import RESYNC, LocalBus, Subscription
 
-__all__ = ["Bus", "LocalBus", "RESYNC", "Subscription", "create_bus"]
+__all__ = ["RESYNC", "Bus", "LocalBus", "Subscription", "create_bus"]
 
 
 class Bus(Protocol):

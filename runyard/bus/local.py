@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-__all__ = ["LocalBus", "RESYNC", "Subscription"]
+__all__ = ["RESYNC", "LocalBus", "Subscription"]
 
 RESYNC = "resync"
 """Sent to subscribers when messages may have been lost: re-read the store."""
@@ -14,7 +14,7 @@ RESYNC = "resync"
 class Subscription:
     """Messages of one topic, in publish order. `overflowed` tells the reader it missed some."""
 
-    def __init__(self, bus: "LocalBus", topic: str, maxsize: int) -> None:
+    def __init__(self, bus: LocalBus, topic: str, maxsize: int) -> None:
         self._bus = bus
         self.topic = topic
         self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
@@ -45,7 +45,7 @@ class Subscription:
     def close(self) -> None:
         self._bus._unsubscribe(self)
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc: object) -> None:

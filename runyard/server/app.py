@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -20,8 +20,9 @@ from ..store import keys
 from ..store.db import Store
 from ..worker.loop import Worker
 from . import errors
-from .routes import agents, runs, threads, users, waits
 from .middleware import EdgeMiddleware
+from .queries import strict_query
+from .routes import agents, runs, threads, users, waits
 
 __all__ = ["create_app"]
 
@@ -82,11 +83,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
 
     app.add_middleware(EdgeMiddleware)
 
-    app.include_router(agents.router)
-    app.include_router(runs.router)
-    app.include_router(threads.router)
-    app.include_router(waits.router)
-    app.include_router(users.router)
+    for router in (agents.router, runs.router, threads.router, waits.router, users.router):
+        app.include_router(router, dependencies=[Depends(strict_query)])
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -99,8 +97,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
         try:
             async with request.app.state.store.read() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        except Exception:
+            # The cause goes to the log, never to an unauthenticated caller.
+            log.warning("readyz: the database does not answer", exc_info=True)
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         if not await request.app.state.store.bus.ping():
             return JSONResponse({"status": "unavailable", "database": "ok", "bus": "down"}, status_code=503)
         return {"status": "ok", "database": "ok", "bus": "ok"}

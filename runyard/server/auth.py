@@ -18,7 +18,9 @@ async def org_id(request: Request, _declared: HTTPAuthorizationCredentials | Non
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
+        raise ApiError(
+            401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'", field="Authorization"
+        )
     key = key.strip()
     state = request.app.state
     cached = state.key_cache.get(key)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..domain import ErrorResponse
-from ..store.errors import Conflict, DomainError, InvalidCursor, InvalidInput, NotFound, PayloadTooLarge
+from ..store.errors import Conflict, DomainError, InvalidCursor, InvalidInput, NotFound, PayloadTooLarge, is_unavailable
 
 __all__ = ["ERRORS", "ApiError", "error_response", "install"]
+
+log = logging.getLogger("runyard.server")
 
 STATUS: dict[type[DomainError], int] = {
     InvalidCursor: 400,
@@ -47,7 +49,7 @@ def _status_of(exc: DomainError) -> int:
     return 400
 
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in (
         (400, "Malformed request (bad JSON, bad cursor)"),
@@ -56,6 +58,7 @@ ERRORS = {
         (409, "Conflict (illegal transition, duplicate, idempotency)"),
         (413, "Payload too large"),
         (422, "Validation error naming the field"),
+        (431, "Request headers too large"),
         (503, "The database is unavailable: retry (Retry-After)"),
     )
 }
@@ -90,21 +93,21 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DBAPIError) and not (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))):
-        return await _unexpected(request, exc)
-    return error_response(503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "1"})
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, "internal_error", "internal server error")
+    """A lost database is a 503 to retry; anything else is a bug or bad stored data: a 500
+    whose error id finds the log line with the traceback."""
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+        return error_response(
+            503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "1"}
+        )
+    error_id = secrets.token_hex(8)
+    log.error("internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", f"internal server error (error id {error_id})")
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
-    app.add_exception_handler(DBAPIError, _unavailable)
-    app.add_exception_handler(DisconnectionError, _unavailable)
-    app.add_exception_handler(SATimeoutError, _unavailable)  # no pool connection free in time
     app.add_exception_handler(Exception, _unexpected)

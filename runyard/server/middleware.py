@@ -6,7 +6,7 @@ import json
 import secrets
 from typing import Any
 
-from .schemas import Limits
+from .limits import Limits
 
 __all__ = ["EdgeMiddleware"]
 
@@ -26,8 +26,19 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
         request_id = headers.get(b"x-request-id") or secrets.token_hex(8).encode()
+        if len(request_id) > 64 or sum(len(k) + len(v) for k, v in raw_headers) > Limits.HEADER_BYTES:
+            await self._refuse(
+                send,
+                secrets.token_hex(8).encode(),
+                431,
+                "request_header_too_large",
+                f"request headers are larger than {Limits.HEADER_BYTES // 1024} KB",
+                "headers",
+            )
+            return
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self._too_large(send, request_id)
@@ -59,9 +70,26 @@ class EdgeMiddleware:
                 await self._too_large(send, request_id)
 
     async def _too_large(self, send: Any, request_id: bytes) -> None:
-        body = json.dumps({"error": {"code": "payload_too_large", "field": "body",
-                                     "message": f"request body is larger than {self.max_body // 1024} KB"}}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id)]})
+        await self._refuse(
+            send,
+            request_id,
+            413,
+            "payload_too_large",
+            f"request body is larger than {self.max_body // 1024} KB",
+            "body",
+        )
+
+    async def _refuse(self, send: Any, request_id: bytes, status: int, code: str, message: str, field: str) -> None:
+        body = json.dumps({"error": {"code": code, "field": field, "message": message}}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

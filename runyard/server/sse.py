@@ -7,13 +7,14 @@ client sees every event exactly once, in order, whatever the bus does.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from ..domain import TERMINAL_EVENT_TYPES
+from ..domain import TERMINAL_EVENT_TYPES, RunStatus
 from ..store import events, runs
 from ..store.db import Store
 
@@ -41,7 +42,7 @@ async def event_stream(
             nonlocal last, terminal
             while True:
                 async with store.read() as conn:
-                    batch = await events.read(conn, run_id, after_seq=last, limit=READ_BATCH)
+                    batch = await events.read(conn, org_id, run_id, after_seq=last, limit=READ_BATCH)
                 if batch:
                     last = batch[-1]["seq"]
                     terminal = batch[-1]["type"] in TERMINAL_EVENT_TYPES
@@ -49,21 +50,29 @@ async def event_stream(
                 if len(batch) < READ_BATCH or terminal:
                     return
 
+        async def ended() -> bool:
+            # A cursor past the run's last seq sees no new events, but must still end with the run.
+            nonlocal terminal
+            async with store.read() as conn:
+                run = await runs.get(conn, org_id, run_id)
+            terminal = RunStatus(run["status"]).is_terminal and run["last_seq"] <= last
+            return terminal
+
         async for batch in catch_up():
             yield format_events(batch)
-        if terminal:
-            return
-        async with store.read() as conn:
-            run = await runs.get(conn, org_id, run_id)
-        if run["status"] in ("completed", "failed", "cancelled") and run["last_seq"] <= last:
+        if terminal or await ended():
             return
         while not terminal:
             message = await sub.get(timeout=heartbeat)
             if message is None:
                 yield b": ping\n\n"
                 # Quiet for a while: a lost wake-up must not stall the stream, so read the store.
+                found = False
                 async for stored in catch_up():
+                    found = True
                     yield format_events(stored)
+                if not found:
+                    await ended()
                 continue
             messages = [message, *sub.drain()]
             batch = [e for m in messages if isinstance(m, list) for e in m]
@@ -77,19 +86,25 @@ async def event_stream(
                 or not _contiguous(fresh)
             ):
                 sub.overflowed = False
+                found = False
                 async for stored in catch_up():
+                    found = True
                     yield format_events(stored)
+                if not found:
+                    await ended()
                 continue
             if fresh:
                 last = fresh[-1]["seq"]
                 terminal = fresh[-1]["type"] in TERMINAL_EVENT_TYPES
                 yield format_events(fresh)
+            elif any(e["type"] in TERMINAL_EVENT_TYPES for e in batch):
+                terminal = True  # the run ended below the caller's cursor
     finally:
         sub.close()
 
 
 def _contiguous(batch: list[dict[str, Any]]) -> bool:
-    return all(b["seq"] == a["seq"] + 1 for a, b in zip(batch, batch[1:]))
+    return all(b["seq"] == a["seq"] + 1 for a, b in itertools.pairwise(batch))
 
 
 def sse_response(stream: AsyncIterator[bytes], *, run_id: str, status_code: int = 200) -> StreamingResponse:

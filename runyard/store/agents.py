@@ -8,12 +8,12 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .db import Conn, utcnow
-from .errors import Conflict, NotFound
+from .errors import Conflict, InvalidInput, NotFound
 from .ids import new_id
 from .pages import finish, page
 from .schema import agents
 
-__all__ = ["create", "delete_", "find_by_name", "get", "list_", "to_dict", "update_"]
+__all__ = ["create", "delete_", "find_by_name", "find_or_create", "get", "list_", "to_dict", "update_"]
 
 FIELDS = (
     "name",
@@ -29,15 +29,27 @@ FIELDS = (
 
 
 def to_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "object": "agent", **{f: getattr(row, f) for f in FIELDS},
-            "created_at": row.created_at, "updated_at": row.updated_at}
+    return {
+        "id": row.id,
+        "object": "agent",
+        **{f: getattr(row, f) for f in FIELDS},
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
 
 
 async def create(conn: Conn, org_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     now = utcnow()
     values = {
-        "id": new_id("agt"), "org_id": org_id, "instructions": "", "model": "scripted", "tools": [],
-        "metadata": {}, **fields, "created_at": now, "updated_at": now,
+        "id": new_id("agt"),
+        "org_id": org_id,
+        "instructions": "",
+        "model": "scripted",
+        "tools": [],
+        "metadata": {},
+        **fields,
+        "created_at": now,
+        "updated_at": now,
     }
     try:
         async with conn.begin_nested():
@@ -59,10 +71,28 @@ async def find_by_name(conn: Conn, org_id: str, name: str) -> dict[str, Any] | N
     return to_dict(row) if row is not None else None
 
 
+async def find_or_create(conn: Conn, org_id: str, name: str, instructions: str | None) -> dict[str, Any]:
+    """The agent named `name`, created with `instructions` when there is none (quick start)."""
+    found = await find_by_name(conn, org_id, name)
+    if found is not None:
+        return found
+    if instructions is None:
+        raise InvalidInput(f"no agent named {name!r}: pass instructions to create it", field="instructions")
+    try:
+        return await create(conn, org_id, {"name": name, "instructions": instructions})
+    except Conflict:  # created concurrently by another request
+        found = await find_by_name(conn, org_id, name)
+        if found is None:
+            raise
+        return found
+
+
 async def list_(
     conn: Conn, org_id: str, *, limit: int, before: str | None = None, after: str | None = None
 ) -> tuple[list[dict[str, Any]], bool, str | None]:
-    query, ascending = page(select(agents).where(agents.c.org_id == org_id), agents, limit=limit, before=before, after=after)
+    query, ascending = page(
+        select(agents).where(agents.c.org_id == org_id), agents, limit=limit, before=before, after=after
+    )
     rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
     return [to_dict(r) for r in rows], has_more, cursor
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import asyncio
-from typing import Union
 
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import Engine as SyncEngine
@@ -27,13 +25,15 @@ __all__ = ["Conn", "Engine", "InlineConnection", "Store", "Tx", "create_engine",
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-Engine = Union[AsyncEngine, SyncEngine]
+Engine = AsyncEngine | SyncEngine
 
 
-def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def create_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 10, idle_in_transaction_timeout: float | None = None
+) -> Engine:
     """An async engine for PostgreSQL; for SQLite, a sync engine used directly on the event loop.
 
     Why not aiosqlite for SQLite: every statement hops to its thread and back (~80 µs here,
@@ -72,8 +72,20 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> En
         return engine
     # Bounded: every API node and worker holds up to pool_size + max_overflow connections,
     # and PostgreSQL's own limit (100 by default) is shared by all of them.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10,
-                               pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if idle_in_transaction_timeout is not None:
+        # A frozen process (SIGSTOP, a GC pause, a hung await) must not hold a run's row lock
+        # past its lease: PostgreSQL ends a transaction left idle longer than this.
+        ms = max(int(idle_in_transaction_timeout * 1000), 1)
+        connect_args["server_settings"] = {"idle_in_transaction_session_timeout": str(ms)}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 class InlineConnection:
@@ -95,7 +107,7 @@ class InlineConnection:
         return fn(self.sync_connection, *args)
 
 
-Conn = Union[AsyncConnection, InlineConnection]
+Conn = AsyncConnection | InlineConnection
 """What store functions take: a PostgreSQL async connection or an inline SQLite one."""
 
 
@@ -104,7 +116,7 @@ class Tx:
     """An open transaction and what to publish once it commits."""
 
     conn: Conn
-    store: "Store"
+    store: Store
     outbox: list[tuple[str, Any]] = field(default_factory=list)
 
     def publish_after_commit(self, topic: str, message: Any) -> None:
@@ -118,7 +130,7 @@ class Store:
     to rows it can read; losing one costs latency, never data.
     """
 
-    def __init__(self, engine: Engine, bus: "Bus") -> None:
+    def __init__(self, engine: Engine, bus: Bus) -> None:
         self.engine = engine
         self.bus = bus
         self.dialect = engine.dialect.name
@@ -171,8 +183,12 @@ class Store:
             self.engine.dispose()
 
     @classmethod
-    def open(cls, settings: "Settings", bus: "Bus") -> "Store":
+    def open(cls, settings: Settings, bus: Bus) -> Store:
         """The store a server or worker process uses, sized by its settings."""
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
-                               max_overflow=settings.db_max_overflow)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            idle_in_transaction_timeout=settings.lease_seconds,
+        )
         return cls(engine, bus)

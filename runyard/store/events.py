@@ -8,10 +8,10 @@ with no gap and no duplicate, and seq order is commit order.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import insert, select, update
 
@@ -20,7 +20,7 @@ from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
 from .schema import events, runs
 
-__all__ = ["Fence", "NewEvent", "TRANSITIONS", "append", "check_transition", "iso", "read"]
+__all__ = ["TRANSITIONS", "Fence", "NewEvent", "append", "check_transition", "iso", "read", "refuse", "require_status"]
 
 S = RunStatus
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -48,6 +48,19 @@ class Fence:
 def check_transition(run_id: str, current: RunStatus, to: RunStatus) -> None:
     if to not in TRANSITIONS[current]:
         raise InvalidTransition(f"run {run_id} is {current.value}: it cannot become {to.value}")
+
+
+def require_status(run: Mapping[str, Any], allowed: Collection[RunStatus], refusal: str) -> RunStatus:
+    """Every action that needs the run in some status checks it here: a 409 that says both."""
+    status = RunStatus(run["status"])
+    if status not in allowed:
+        refuse(run, refusal)
+    return status
+
+
+def refuse(run: Mapping[str, Any], refusal: str) -> NoReturn:
+    """`require_status` for an action no status allows right now (e.g. nothing is open to answer)."""
+    raise InvalidTransition(f"run {run['id']} is {run['status']}: {refusal}")
 
 
 def iso(value: datetime) -> str:
@@ -96,7 +109,10 @@ async def append(
     if envelopes:
         await tx.conn.execute(
             insert(events),
-            [{"run_id": run_id, "seq": e["seq"], "type": e["type"], "data": e["data"], "created_at": now} for e in envelopes],
+            [
+                {"run_id": run_id, "seq": e["seq"], "type": e["type"], "data": e["data"], "created_at": now}
+                for e in envelopes
+            ],
         )
         values["last_seq"] = envelopes[-1]["seq"]
     if values:
@@ -109,11 +125,12 @@ async def append(
     return envelopes
 
 
-async def read(conn: Conn, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-    """Committed events after `after_seq`, in seq order."""
+async def read(conn: Conn, org_id: str, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """Committed events after `after_seq`, in seq order (none for a run of another org)."""
+    of_org = select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org_id).exists()
     rows = await conn.execute(
         select(events.c.seq, events.c.type, events.c.data, events.c.created_at)
-        .where(events.c.run_id == run_id, events.c.seq > after_seq)
+        .where(events.c.run_id == run_id, events.c.seq > after_seq, of_org)
         .order_by(events.c.seq)
         .limit(limit)
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
 from .db import Engine, Store
 
 __all__ = ["alembic_config", "upgrade"]

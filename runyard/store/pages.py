@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from sqlalchemy import Select, Table, func, or_
@@ -11,6 +12,10 @@ from sqlalchemy import Select, Table, func, or_
 from .errors import InvalidCursor
 
 __all__ = ["decode_cursor", "encode_cursor", "finish", "metadata_matches", "page"]
+
+
+_ID = re.compile(r"[a-z]{2,8}_[0-9a-z]{1,60}")
+"""What an id this server issued looks like (`run_01…`): anything else was never a cursor of ours."""
 
 
 def encode_cursor(id: str) -> str:
@@ -22,7 +27,7 @@ def decode_cursor(cursor: str, field: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
-    if not raw.startswith("v1:") or len(raw) > 80:
+    if not raw.startswith("v1:") or len(raw) > 80 or not _ID.fullmatch(raw[3:]):
         raise InvalidCursor(f"{field} is not a cursor this server issued", field=field)
     return raw[3:]
 
@@ -36,9 +41,7 @@ def metadata_matches(column: Any, key: str, value: str, dialect: str) -> Any:
     return condition
 
 
-def page(
-    query: Select, table: Table, *, limit: int, before: str | None, after: str | None
-) -> tuple[Select, Any]:
+def page(query: Select, table: Table, *, limit: int, before: str | None, after: str | None) -> tuple[Select, Any]:
     """Newest first: `before` pages to older items, `after` to newer ones (ids sort by time)."""
     id_col = table.c.id
     if before is not None:

@@ -23,14 +23,20 @@ from sqlalchemy import func, select, update
 from ..domain import RunStatus
 from . import events
 from .db import Tx, utcnow
-from .errors import LeaseLost
 from .events import Fence
-from .schema import runs
+from .schema import ACTIVE, runs
 
-__all__ = ["claim", "reap_expired", "release", "renew", "renew_many"]
+__all__ = ["claim", "decide", "reap_expired", "release", "renew_many"]
 
 
-async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> list[tuple[Any, Fence]]:
+def _clock(tx: Tx, now: float | None) -> Any:
+    # The database clock unless a test moves time (epoch seconds) instead of sleeping past leases.
+    return tx.store.db_now() if now is None else now
+
+
+async def claim(
+    tx: Tx, worker_id: str, *, limit: int, lease_seconds: float, now: float | None = None
+) -> list[tuple[Any, Fence]]:
     """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
     # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
     # queueing behind it; SQLite has one writer, so it simply runs this serially.
@@ -38,8 +44,7 @@ async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> 
     # A run waits for the older active runs of its thread (multitask=enqueue keeps them in order).
     blocked = (
         select(earlier.c.id)
-        .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id,
-               earlier.c.status.in_(("pending", "running", "waiting")))
+        .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id, earlier.c.status.in_(ACTIVE))
         .exists()
     )
     candidates = (
@@ -60,7 +65,7 @@ async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> 
             changes={
                 "attempt": attempt,
                 "worker_id": worker_id,
-                "lease_until": tx.store.db_now() + lease_seconds,
+                "lease_until": _clock(tx, now) + lease_seconds,
                 "started_at": func.coalesce(runs.c.started_at, utcnow()),
             },
         )
@@ -71,26 +76,9 @@ async def claim(tx: Tx, worker_id: str, *, limit: int, lease_seconds: float) -> 
     return [(r, Fence(worker_id, r.attempt)) for r in rows]
 
 
-async def renew(tx: Tx, run_id: str, fence: Fence, *, lease_seconds: float) -> bool:
-    """Extend the lease; returns whether a cancel was requested. Raises LeaseLost."""
-    result = await tx.conn.execute(
-        update(runs)
-        .where(
-            runs.c.id == run_id,
-            runs.c.worker_id == fence.worker_id,
-            runs.c.attempt == fence.attempt,
-            runs.c.status == RunStatus.RUNNING.value,
-        )
-        .values(lease_until=tx.store.db_now() + lease_seconds)
-        .returning(runs.c.cancel_requested)
-    )
-    row = result.one_or_none()
-    if row is None:
-        raise LeaseLost(f"run {run_id}: lease of attempt {fence.attempt} lost")
-    return bool(row.cancel_requested)
-
-
-async def renew_many(tx: Tx, fences: dict[str, Fence], *, lease_seconds: float) -> dict[str, bool]:
+async def renew_many(
+    tx: Tx, fences: dict[str, Fence], *, lease_seconds: float, now: float | None = None
+) -> dict[str, bool]:
     """Renew many leases in one statement; returns {run_id: cancel requested} for those still held.
 
     A run missing from the answer is no longer this worker's (its lease was lost).
@@ -106,7 +94,7 @@ async def renew_many(tx: Tx, fences: dict[str, Fence], *, lease_seconds: float) 
             runs.c.worker_id == worker_ids.pop(),
             runs.c.status == RunStatus.RUNNING.value,
         )
-        .values(lease_until=tx.store.db_now() + lease_seconds)
+        .values(lease_until=_clock(tx, now) + lease_seconds)
         .returning(runs.c.id, runs.c.attempt, runs.c.cancel_requested)
     )
     return {r.id: bool(r.cancel_requested) for r in result if r.attempt == fences[r.id].attempt}
@@ -134,7 +122,9 @@ def decide(lost_leases: int, max_attempts: int) -> RunStatus:
     return RunStatus.FAILED if lost_leases >= max_attempts else RunStatus.PENDING
 
 
-async def reap_expired(tx: Tx, *, max_attempts: int, all_running: bool = False) -> tuple[int, int]:
+async def reap_expired(
+    tx: Tx, *, max_attempts: int, all_running: bool = False, now: float | None = None
+) -> tuple[int, int]:
     """Requeue (or fail) running runs whose lease expired; returns (requeued, failed).
 
     `all_running` treats every running run as expired: an embedded server at startup knows
@@ -144,23 +134,27 @@ async def reap_expired(tx: Tx, *, max_attempts: int, all_running: bool = False) 
         runs.c.status == RunStatus.RUNNING.value
     )
     if not all_running:
-        query = query.where(runs.c.lease_until < tx.store.db_now())
+        query = query.where(runs.c.lease_until < _clock(tx, now))
     requeued = failed = 0
     for row in (await tx.conn.execute(query.with_for_update(skip_locked=True))).all():
         lost = row.lost_leases + 1
         if decide(lost, max_attempts) is RunStatus.FAILED:
-            error = (f"run exceeded max_attempts ({max_attempts}): its worker stopped renewing the lease "
-                     f"{lost} times")
+            error = f"run exceeded max_attempts ({max_attempts}): its worker stopped renewing the lease {lost} times"
             await events.append(
-                tx, row.id, [("run.failed", {"error": error, "usage": row.usage})],
+                tx,
+                row.id,
+                [("run.failed", {"error": error, "usage": row.usage})],
                 to=RunStatus.FAILED,
                 changes={"error": error, "worker_id": None, "lease_until": None, "lost_leases": lost},
             )
             failed += 1
         else:
             await events.append(
-                tx, row.id, [("run.requeued", {"reason": "lease expired", "attempt": row.attempt})],
-                to=RunStatus.PENDING, changes={"worker_id": None, "lease_until": None, "lost_leases": lost},
+                tx,
+                row.id,
+                [("run.requeued", {"reason": "lease expired", "attempt": row.attempt})],
+                to=RunStatus.PENDING,
+                changes={"worker_id": None, "lease_until": None, "lost_leases": lost},
             )
             tx.publish_after_commit("queue", row.id)
             requeued += 1

@@ -10,36 +10,62 @@ from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 
-from ..domain import RunStatus
-from . import events, threads, waits
+from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
+from . import agents, events, threads, waits
 from .db import Conn, Tx, utcnow
-from .errors import Conflict, IdempotencyConflict, InvalidTransition, NotFound
+from .errors import Conflict, IdempotencyConflict, NotFound
 from .ids import new_id
 from .pages import finish, metadata_matches, page
 from .schema import idempotency_keys, runs
 
-__all__ = ["RUN_OPTIONS", "append_message", "create", "get", "list_", "request_cancel", "to_dict"]
+__all__ = [
+    "RUN_OPTIONS",
+    "append_message",
+    "create",
+    "drop_pending_messages",
+    "get",
+    "list_",
+    "pending_messages",
+    "reply",
+    "request_cancel",
+    "to_dict",
+]
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 EMPTY_USAGE = {
-    "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-    "reasoning_tokens": 0, "requests": 0, "tool_calls": 0, "cost_usd": None,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
+    "requests": 0,
+    "tool_calls": 0,
+    "cost_usd": None,
 }
 
-RUN_OPTIONS: dict[str, Any] = {
-    "human_in_the_loop": False,
-    "permission_mode": "autonomous",
-    "history": True,
-    "memory": True,
-    "wait_timeout": None,
-    "wait_timeout_action": "deny",
-}
-"""Per-run options kept in the run's config, with their defaults."""
+RUN_OPTIONS = RUN_OPTION_DEFAULTS
+"""Per-run options kept in the run's config, with their defaults (declared in `domain.RunOptions`)."""
 
 _PUBLIC = (
-    "id", "agent_id", "thread_id", "status", "original_prompt", "output", "error", "user_id", "metadata",
-    "model", "usage", "created_at", "started_at", "completed_at", "failed_at", "cancelled_at", "attempt",
-    "trace_id", "last_seq",
+    "id",
+    "agent_id",
+    "thread_id",
+    "status",
+    "original_prompt",
+    "output",
+    "error",
+    "user_id",
+    "metadata",
+    "model",
+    "usage",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+    "cancelled_at",
+    "attempt",
+    "trace_id",
+    "last_seq",
 )
 
 
@@ -78,6 +104,7 @@ async def create(
     (409), `enqueue` (this run starts when the others end), `interrupt` (cancel them first).
     """
     conn = tx.conn
+    body_hash = ""
     if idempotency_key is not None:
         body_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True, default=str).encode()).hexdigest()
         existing = await _idempotent_run(conn, org_id, idempotency_key, body_hash)
@@ -87,7 +114,7 @@ async def create(
         thread_id = (await threads.create(conn, org_id, user_id=user_id))["id"]
     else:
         await threads.get(conn, org_id, thread_id)
-        active = await threads.active_runs(conn, thread_id)
+        active = await threads.active_runs(conn, org_id, thread_id)
         if active and multitask == "reject":
             raise Conflict(
                 f"thread {thread_id} has an active run ({active[0]}): wait for it, or pass "
@@ -108,11 +135,24 @@ async def create(
     }
     run_id = new_id("run")
     values = {
-        "id": run_id, "org_id": org_id, "agent_id": agent["id"], "thread_id": thread_id,
-        "status": RunStatus.PENDING.value, "original_prompt": message, "config": config, "user_id": user_id,
-        "metadata": metadata, "model": model or agent["model"], "usage": EMPTY_USAGE, "created_at": utcnow(),
-        "attempt": 0, "cancel_requested": False, "trace_id": secrets.token_hex(16), "last_seq": 0,
-        "pending_messages": [], "waiting_for": None,
+        "id": run_id,
+        "org_id": org_id,
+        "agent_id": agent["id"],
+        "thread_id": thread_id,
+        "status": RunStatus.PENDING.value,
+        "original_prompt": message,
+        "config": config,
+        "user_id": user_id,
+        "metadata": metadata,
+        "model": model or agent["model"],
+        "usage": EMPTY_USAGE,
+        "created_at": utcnow(),
+        "attempt": 0,
+        "cancel_requested": False,
+        "trace_id": secrets.token_hex(16),
+        "last_seq": 0,
+        "pending_messages": [],
+        "waiting_for": None,
     }
     # Parameters rather than .values(): the compiled INSERT is cached instead of rebuilt per run.
     await conn.execute(insert(runs), [values])
@@ -124,8 +164,20 @@ async def create(
             )
         )
     tx.publish_after_commit("queue", run_id)
-    return to_dict(_Row({**values, "last_seq": queued[-1]["seq"], "output": None, "error": None, "started_at": None,
-                         "completed_at": None, "failed_at": None, "cancelled_at": None}))
+    return to_dict(
+        _Row(
+            {
+                **values,
+                "last_seq": queued[-1]["seq"],
+                "output": None,
+                "error": None,
+                "started_at": None,
+                "completed_at": None,
+                "failed_at": None,
+                "cancelled_at": None,
+            }
+        )
+    )
 
 
 class _Row(dict[str, Any]):
@@ -186,11 +238,16 @@ async def list_(
         query = query.where(runs.c.user_id == user_id)
     if statuses:
         # Each entry is a status, optionally narrowed to what a waiting run waits for.
-        query = query.where(or_(*(
-            runs.c.status == status.value if waiting_for is None
-            else and_(runs.c.status == status.value, runs.c.waiting_for.in_(waiting_for))
-            for status, waiting_for in statuses
-        )))
+        query = query.where(
+            or_(
+                *(
+                    runs.c.status == status.value
+                    if waiting_for is None
+                    else and_(runs.c.status == status.value, runs.c.waiting_for.in_(waiting_for))
+                    for status, waiting_for in statuses
+                )
+            )
+        )
     for key, value in (metadata or {}).items():
         query = query.where(metadata_matches(runs.c.metadata, key, value, conn.dialect.name))
     if created_after is not None:
@@ -205,15 +262,13 @@ async def list_(
 async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
     """Cancel a run: at once when pending or waiting, else flag it and signal its worker."""
     run = await get(tx.conn, org_id, run_id, lock=True)
-    status = RunStatus(run["status"])
-    if status.is_terminal:
-        raise InvalidTransition(f"run {run_id} is {status.value}: it cannot be cancelled")
+    status = events.require_status(run, ACTIVE_STATUSES, "it cannot be cancelled")
     if status is RunStatus.RUNNING:
         await events.append(tx, run_id, [("run.cancel_requested", {})], changes={"cancel_requested": True})
         tx.publish_after_commit("cancel", run_id)
     else:
         if status is RunStatus.WAITING:
-            await waits.cancel_open(tx.conn, run_id)
+            await waits.cancel_open(tx.conn, org_id, run_id)
         await events.append(
             tx,
             run_id,
@@ -224,25 +279,55 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
     return await get(tx.conn, org_id, run_id)
 
 
-async def pending_messages(conn: Conn, run_id: str) -> list[str]:
-    return list((await conn.execute(select(runs.c.pending_messages).where(runs.c.id == run_id))).scalar_one())
+async def pending_messages(conn: Conn, org_id: str, run_id: str) -> list[str]:
+    query = select(runs.c.pending_messages).where(runs.c.id == run_id, runs.c.org_id == org_id)
+    return list((await conn.execute(query)).scalar_one())
 
 
-async def drop_pending_messages(conn: Conn, run_id: str, count: int) -> None:
+async def drop_pending_messages(conn: Conn, org_id: str, run_id: str, count: int) -> None:
     """Remove the first `count` follow-up messages: they are in a checkpoint now."""
-    pending = await pending_messages(conn, run_id)
-    await conn.execute(update(runs).where(runs.c.id == run_id).values(pending_messages=pending[count:]))
+    pending = await pending_messages(conn, org_id, run_id)
+    await conn.execute(
+        update(runs).where(runs.c.id == run_id, runs.c.org_id == org_id).values(pending_messages=pending[count:])
+    )
 
 
 async def append_message(tx: Tx, org_id: str, run_id: str, message: str) -> dict[str, Any]:
     """Queue a user message for a run in flight: the model sees it at its next step."""
     run = await get(tx.conn, org_id, run_id, lock=True)
-    if RunStatus(run["status"]).is_terminal:
-        raise InvalidTransition(
-            f"run {run_id} is {run['status']}: it takes no more messages; "
-            f"start a follow-up with POST /v1/runs/{run_id}/reply"
-        )
-    pending = await pending_messages(tx.conn, run_id)
-    await events.append(tx, run_id, [("message.appended", {"message": message})],
-                        changes={"pending_messages": [*pending, message]})
+    events.require_status(
+        run, ACTIVE_STATUSES, f"it takes no more messages; start a follow-up with POST /v1/runs/{run_id}/reply"
+    )
+    pending = await pending_messages(tx.conn, org_id, run_id)
+    await events.append(
+        tx, run_id, [("message.appended", {"message": message})], changes={"pending_messages": [*pending, message]}
+    )
     return await get(tx.conn, org_id, run_id)
+
+
+async def reply(
+    tx: Tx, org_id: str, run_id: str, message: str, *, resolved_by: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """A follow-up to an ended run: a new run on its thread and agent, with its options
+    (`(new_run, True)`). A reply to a waiting run answers it as free input (`(run, False)`)."""
+    run = await get(tx.conn, org_id, run_id, lock=True)
+    if run["status"] == RunStatus.WAITING.value:
+        await waits.resolve_text(tx, org_id, run_id, message, resolved_by=resolved_by)
+        return await get(tx.conn, org_id, run_id), False
+    events.require_status(
+        run, TERMINAL_STATUSES, f"add to it with POST /v1/runs/{run_id}/messages, or reply once it has ended"
+    )
+    agent = await agents.get(tx.conn, org_id, run["agent_id"])
+    new = await create(
+        tx,
+        org_id,
+        agent=agent,
+        message=message,
+        thread_id=run["thread_id"],
+        tools=run["tools"],
+        model=run["model"],
+        user_id=run["user_id"],
+        metadata={},
+        options={k: run[k] for k in RUN_OPTIONS},
+    )
+    return new, True

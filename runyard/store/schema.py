@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, get_args
 
 from sqlalchemy import (
     JSON,
@@ -26,9 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..domain import RunStatus
+from ..domain import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus, WaitKind, WaitStatus
 
 __all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "WAIT_KINDS",
+    "WAIT_STATUSES",
     "agents",
     "api_keys",
     "checkpoints",
@@ -64,16 +68,25 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
-_statuses = ", ".join(f"'{s.value}'" for s in RunStatus)
+def _sql_list(values: Any) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+ACTIVE = tuple(s.value for s in RunStatus if s in ACTIVE_STATUSES)
+"""Run statuses (as stored) that still hold their thread: pending, running, waiting."""
+TERMINAL = tuple(s.value for s in RunStatus if s in TERMINAL_STATUSES)
+"""Run statuses (as stored) that never change again: completed, failed, cancelled."""
+WAIT_KINDS: tuple[str, ...] = get_args(WaitKind)
+WAIT_STATUSES = tuple(s.value for s in WaitStatus)
 
 orgs = Table(
     "orgs",
@@ -159,9 +172,9 @@ runs = Table(
     Column("last_seq", BigInteger, nullable=False, default=0),
     # Follow-up messages (`POST /runs/{id}/messages`) not yet in a checkpoint.
     Column("pending_messages", Json, nullable=False, server_default="[]"),
-    CheckConstraint(f"status IN ({_statuses})", name="status"),
+    CheckConstraint(f"status IN ({_sql_list(s.value for s in RunStatus)})", name="status"),
     CheckConstraint(
-        "(status IN ('completed', 'failed', 'cancelled')) = "
+        f"(status IN ({_sql_list(TERMINAL)})) = "
         "(completed_at IS NOT NULL OR failed_at IS NOT NULL OR cancelled_at IS NOT NULL)",
         name="terminal_has_time",
     ),
@@ -210,8 +223,6 @@ tool_calls = Table(
     PrimaryKeyConstraint("run_id", "tool_call_id"),
 )
 
-WAIT_KINDS = ("question", "approval", "input")
-WAIT_STATUSES = ("open", "resolved", "expired", "cancelled")
 
 waits = Table(
     "waits",
@@ -232,8 +243,8 @@ waits = Table(
     Column("resolved_at", UTCDateTime),
     Column("expires_at", UTCDateTime),
     Column("timeout_action", String(8)),
-    CheckConstraint("kind IN ('question', 'approval', 'input')", name="kind"),
-    CheckConstraint("status IN ('open', 'resolved', 'expired', 'cancelled')", name="status"),
+    CheckConstraint(f"kind IN ({_sql_list(WAIT_KINDS)})", name="kind"),
+    CheckConstraint(f"status IN ({_sql_list(WAIT_STATUSES)})", name="status"),
     Index(None, "run_id", "id"),
     Index(None, "org_id", "status", "id"),
 )

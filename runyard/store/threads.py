@@ -10,21 +10,31 @@ from .db import Conn, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
 from .pages import finish, metadata_matches, page
-from .schema import checkpoints, events, runs, threads, tool_calls, waits
+from .schema import ACTIVE, TERMINAL, checkpoints, events, runs, threads, tool_calls, waits
 
 __all__ = ["active_runs", "conversations", "create", "delete_", "get", "list_", "to_dict"]
 
 
 def to_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "object": "thread", "user_id": row.user_id, "metadata": row.metadata,
-            "created_at": row.created_at}
+    return {
+        "id": row.id,
+        "object": "thread",
+        "user_id": row.user_id,
+        "metadata": row.metadata,
+        "created_at": row.created_at,
+    }
 
 
 async def create(
     conn: Conn, org_id: str, *, user_id: str | None = None, metadata: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    values = {"id": new_id("thr"), "org_id": org_id, "user_id": user_id, "metadata": metadata or {},
-              "created_at": utcnow()}
+    values = {
+        "id": new_id("thr"),
+        "org_id": org_id,
+        "user_id": user_id,
+        "metadata": metadata or {},
+        "created_at": utcnow(),
+    }
     await conn.execute(insert(threads).values(**values))
     return {"object": "thread", **{k: v for k, v in values.items() if k != "org_id"}}
 
@@ -61,8 +71,12 @@ async def list_(
 async def delete_(conn: Conn, org_id: str, thread_id: str) -> None:
     """Delete a thread and its runs' records; refused while one of its runs is active."""
     await get(conn, org_id, thread_id)
-    run_rows = (await conn.execute(select(runs.c.id, runs.c.status).where(runs.c.thread_id == thread_id))).all()
-    active = [r.id for r in run_rows if r.status in ("pending", "running", "waiting")]
+    run_rows = (
+        await conn.execute(
+            select(runs.c.id, runs.c.status).where(runs.c.org_id == org_id, runs.c.thread_id == thread_id)
+        )
+    ).all()
+    active = [r.id for r in run_rows if r.status in ACTIVE]
     if active:
         raise Conflict(f"thread {thread_id} has an active run ({active[0]}): cancel it first")
     ids = [r.id for r in run_rows]
@@ -73,26 +87,24 @@ async def delete_(conn: Conn, org_id: str, thread_id: str) -> None:
     await conn.execute(delete(threads).where(threads.c.id == thread_id))
 
 
-async def active_runs(conn: Conn, thread_id: str, *, before_run: str | None = None) -> list[str]:
+async def active_runs(conn: Conn, org_id: str, thread_id: str) -> list[str]:
     """Ids of the thread's pending, running or waiting runs, oldest first."""
-    query = select(runs.c.id).where(runs.c.thread_id == thread_id,
-                                    runs.c.status.in_(("pending", "running", "waiting")))
-    if before_run is not None:
-        query = query.where(runs.c.id < before_run)
+    query = select(runs.c.id).where(runs.c.org_id == org_id, runs.c.thread_id == thread_id, runs.c.status.in_(ACTIVE))
     return [r.id for r in await conn.execute(query.order_by(runs.c.id))]
 
 
-async def conversations(conn: Conn, thread_id: str, *, before_run: str | None = None,
-                        terminal_only: bool = False) -> list[tuple[str, str, int]]:
+async def conversations(
+    conn: Conn, org_id: str, thread_id: str, *, before_run: str | None = None, terminal_only: bool = False
+) -> list[tuple[str, str, int]]:
     """(run_id, checkpoint JSON, history_len) of the thread's runs in order: their conversations."""
     query = (
         select(runs.c.id, checkpoints.c.messages, checkpoints.c.history_len)
         .join(checkpoints, checkpoints.c.run_id == runs.c.id)
-        .where(runs.c.thread_id == thread_id)
+        .where(runs.c.org_id == org_id, runs.c.thread_id == thread_id)
         .order_by(runs.c.id)
     )
     if before_run is not None:
         query = query.where(runs.c.id < before_run)
     if terminal_only:
-        query = query.where(runs.c.status.in_(("completed", "failed", "cancelled")))
+        query = query.where(runs.c.status.in_(TERMINAL))
     return [(r.id, r.messages, r.history_len) for r in await conn.execute(query)]

@@ -14,25 +14,26 @@ from typing import Any
 import jsonschema
 from sqlalchemy import and_, insert, select, update
 
-from ..domain import RunStatus
+from ..domain import RunStatus, WaitStatus
 from . import events
 from .db import Conn, Tx, utcnow
-from .errors import Conflict, InvalidInput, InvalidTransition, NotFound
-from .ids import new_id
+from .errors import Conflict, InvalidInput, NotFound
 from .pages import finish, page
-from .schema import runs, waits
+from .schema import waits
 
 __all__ = [
     "APPROVAL_SCHEMA",
     "INPUT_SCHEMA",
+    "answer_from_text",
     "cancel_open",
-    "create",
     "expire_due",
     "for_run",
+    "get",
     "insert_many",
     "list_",
     "question_schema",
     "resolve",
+    "resolve_text",
     "to_dict",
 ]
 
@@ -60,7 +61,12 @@ def question_schema(questions: list[dict[str, Any]]) -> dict[str, Any]:
     for q in questions:
         options = q.get("options") or []
         if options and q.get("multi_select"):
-            properties[q["question"]] = {"type": "array", "items": {"enum": options}, "minItems": 1, "uniqueItems": True}
+            properties[q["question"]] = {
+                "type": "array",
+                "items": {"enum": options},
+                "minItems": 1,
+                "uniqueItems": True,
+            }
         elif options:
             properties[q["question"]] = {"enum": options}
         else:
@@ -71,34 +77,22 @@ def question_schema(questions: list[dict[str, Any]]) -> dict[str, Any]:
 
 def to_dict(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id, "object": "wait", "run_id": row.run_id, "user_id": row.user_id, "kind": row.kind,
-        "tool_call_id": row.tool_call_id, "request": row.request, "answer_schema": row.answer_schema,
-        "status": row.status, "answer": row.answer, "resolved_by": row.resolved_by, "created_at": row.created_at,
-        "resolved_at": row.resolved_at, "expires_at": row.expires_at, "timeout_action": row.timeout_action,
+        "id": row.id,
+        "object": "wait",
+        "run_id": row.run_id,
+        "user_id": row.user_id,
+        "kind": row.kind,
+        "tool_call_id": row.tool_call_id,
+        "request": row.request,
+        "answer_schema": row.answer_schema,
+        "status": row.status,
+        "answer": row.answer,
+        "resolved_by": row.resolved_by,
+        "created_at": row.created_at,
+        "resolved_at": row.resolved_at,
+        "expires_at": row.expires_at,
+        "timeout_action": row.timeout_action,
     }
-
-
-async def create(
-    conn: Conn,
-    *,
-    org_id: str,
-    run_id: str,
-    user_id: str | None,
-    kind: str,
-    request: dict[str, Any],
-    answer_schema: dict[str, Any],
-    tool_call_id: str | None = None,
-    expires_at: datetime | None = None,
-    timeout_action: str | None = None,
-) -> dict[str, Any]:
-    values = {
-        "id": new_id("wait"), "org_id": org_id, "run_id": run_id, "user_id": user_id, "kind": kind,
-        "tool_call_id": tool_call_id, "request": request, "answer_schema": answer_schema, "status": "open",
-        "answer": None, "resolved_by": None, "created_at": utcnow(), "resolved_at": None,
-        "expires_at": expires_at, "timeout_action": timeout_action,
-    }
-    await conn.execute(insert(waits), [values])
-    return {"object": "wait", **values}
 
 
 async def insert_many(conn: Conn, new: list[dict[str, Any]]) -> None:
@@ -107,8 +101,11 @@ async def insert_many(conn: Conn, new: list[dict[str, Any]]) -> None:
         await conn.execute(insert(waits), [{k: v for k, v in w.items() if k != "object"} for w in new])
 
 
-async def for_run(conn: Conn, run_id: str) -> list[dict[str, Any]]:
-    rows = await conn.execute(select(waits).where(waits.c.run_id == run_id).order_by(waits.c.id))
+async def for_run(conn: Conn, org_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every wait of the run, oldest first."""
+    rows = await conn.execute(
+        select(waits).where(waits.c.org_id == org_id, waits.c.run_id == run_id).order_by(waits.c.id)
+    )
     return [to_dict(r) for r in rows]
 
 
@@ -158,7 +155,7 @@ async def resolve(
     from . import runs as runs_store
 
     run = await runs_store.get(tx.conn, org_id, run_id, lock=True)  # serialises racing answers
-    all_waits = await for_run(tx.conn, run_id)
+    all_waits = await for_run(tx.conn, org_id, run_id)
     if wait_id is None:
         of_kind = [w for w in all_waits if kind is None or w["kind"] == kind]
         candidates = [w for w in of_kind if w["status"] == "open"]
@@ -168,7 +165,7 @@ async def resolve(
         elif resolved and resolved[-1]["answer"] == answer:
             return resolved[-1]  # a retry of the last answer, without its wait id: same result
         else:
-            raise InvalidTransition(f"run {run_id} is {run['status']}: it is not waiting for {kind or 'anything'}")
+            events.refuse(run, f"it is not waiting for {kind or 'anything'}")
     else:
         matching = [w for w in all_waits if w["id"] == wait_id]
         if not matching:
@@ -182,20 +179,31 @@ async def resolve(
         raise Conflict(f"wait {wait['id']} was already resolved with another answer", field="wait_id")
     if wait["status"] != "open":
         raise Conflict(f"wait {wait['id']} is {wait['status']}", field="wait_id")
-    if run["status"] != RunStatus.WAITING.value:
-        raise InvalidTransition(f"run {run_id} is {run['status']}: it is not waiting")
+    events.require_status(run, (RunStatus.WAITING,), "it is not waiting")
     _check_answer(wait, answer)
     now = utcnow()
     await tx.conn.execute(
-        update(waits).where(waits.c.id == wait["id"]).values(
-            status="resolved", answer=answer, resolved_by=resolved_by, resolved_at=now)
+        update(waits)
+        .where(waits.c.id == wait["id"])
+        .values(status="resolved", answer=answer, resolved_by=resolved_by, resolved_at=now)
     )
     wait = {**wait, "status": "resolved", "answer": answer, "resolved_by": resolved_by, "resolved_at": now}
-    new: list[events.NewEvent] = [("run.input_received", {"wait_id": wait["id"], "kind": wait["kind"], "answer": answer})]
+    new: list[events.NewEvent] = [
+        ("run.input_received", {"wait_id": wait["id"], "kind": wait["kind"], "answer": answer})
+    ]
     if wait["kind"] == "approval" and wait["tool_call_id"] is not None:
         decision = "tool.approved" if answer["decision"] == "allow" else "tool.denied"
-        new.append((decision, {"wait_id": wait["id"], "tool_call_id": wait["tool_call_id"],
-                               "name": wait["request"].get("name"), "reason": answer.get("reason")}))
+        new.append(
+            (
+                decision,
+                {
+                    "wait_id": wait["id"],
+                    "tool_call_id": wait["tool_call_id"],
+                    "name": wait["request"].get("name"),
+                    "reason": answer.get("reason"),
+                },
+            )
+        )
     still_open = [w for w in all_waits if w["status"] == "open" and w["id"] != wait["id"]]
     if still_open:
         await events.append(tx, run_id, new)
@@ -205,43 +213,117 @@ async def resolve(
     return wait
 
 
-async def cancel_open(conn: Conn, run_id: str) -> None:
+ALLOW_WORDS = frozenset({"allow", "allowed", "approve", "approved", "yes", "y", "ok", "okay"})
+
+
+def answer_from_text(wait: dict[str, Any], content: str) -> Any:
+    """Free text as the answer to any wait, as the seed HTTP API's `/input` takes it."""
+    if wait["kind"] == "approval":
+        if content.strip().lower() in ALLOW_WORDS:
+            return {"decision": "allow"}
+        return {"decision": "deny", "reason": content}
+    if wait["kind"] == "input":
+        return {"content": content}
+    return {"answers": {q["question"]: content for q in wait["request"].get("questions", [])}}
+
+
+async def resolve_text(
+    tx: Tx, org_id: str, run_id: str, content: str, *, wait_id: str | None = None, resolved_by: str | None = None
+) -> dict[str, Any]:
+    """Answer the run's open wait (`wait_id`, or the oldest) with free text; 409 when it waits for nothing."""
+    from . import runs as runs_store
+
+    run = await runs_store.get(tx.conn, org_id, run_id, lock=True)
+    open_waits = [w for w in await for_run(tx.conn, org_id, run_id) if w["status"] == WaitStatus.OPEN.value]
+    if not open_waits:
+        events.refuse(run, "it is not waiting for input")
+    events.require_status(run, (RunStatus.WAITING,), "it is not waiting for input")
+    wait = open_waits[0] if wait_id is None else next((w for w in open_waits if w["id"] == wait_id), None)
+    if wait is None:
+        raise NotFound(f"run {run_id} has no open wait {wait_id}", field="wait_id")
+    return await resolve(tx, org_id, run_id, wait["id"], answer_from_text(wait, content), resolved_by=resolved_by)
+
+
+async def get(conn: Conn, org_id: str, wait_id: str) -> dict[str, Any]:
+    row = (await conn.execute(select(waits).where(waits.c.id == wait_id, waits.c.org_id == org_id))).one_or_none()
+    if row is None:
+        raise NotFound.of("wait", wait_id)
+    return to_dict(row)
+
+
+async def cancel_open(conn: Conn, org_id: str, run_id: str) -> None:
     await conn.execute(
-        update(waits).where(waits.c.run_id == run_id, waits.c.status == "open").values(
-            status="cancelled", resolved_at=utcnow())
+        update(waits)
+        .where(waits.c.org_id == org_id, waits.c.run_id == run_id, waits.c.status == "open")
+        .values(status="cancelled", resolved_at=utcnow())
     )
 
 
-async def expire_due(tx: Tx) -> int:
-    """Apply the timeout action of open waits past `expires_at`: deny (the run goes on) or fail."""
-    now = utcnow()
-    rows = list(await tx.conn.execute(
-        select(waits).where(and_(waits.c.status == "open", waits.c.expires_at < now)).order_by(waits.c.id).limit(100)
-    ))
-    for row in rows:
-        wait = to_dict(row)
-        run_row = (await tx.conn.execute(select(runs.c.status, runs.c.usage).where(runs.c.id == wait["run_id"]))).one()
-        if run_row.status != RunStatus.WAITING.value:
+async def expire_due(tx: Tx, *, now: datetime | None = None) -> int:
+    """Apply the timeout action of open waits past `expires_at`: deny (the run goes on) or fail.
+
+    Each wait is re-checked under its run's row lock and only an `open` wait is touched, so an
+    answer committed concurrently always wins over the deadline."""
+    from . import runs as runs_store
+
+    now = now or utcnow()
+    due = list(
+        await tx.conn.execute(
+            select(waits.c.id, waits.c.org_id, waits.c.run_id)
+            .where(and_(waits.c.status == WaitStatus.OPEN.value, waits.c.expires_at < now))
+            .order_by(waits.c.id)
+            .limit(100)
+        )
+    )
+    expired = 0
+    for candidate in due:
+        run = await runs_store.get(tx.conn, candidate.org_id, candidate.run_id, lock=True)
+        if run["status"] != RunStatus.WAITING.value:
             continue
-        await tx.conn.execute(update(waits).where(waits.c.id == wait["id"]).values(status="expired", resolved_at=now))
+        claimed = await tx.conn.execute(
+            update(waits)
+            .where(waits.c.id == candidate.id, waits.c.status == WaitStatus.OPEN.value)
+            .values(status=WaitStatus.EXPIRED.value, resolved_at=now)
+        )
+        if claimed.rowcount != 1:  # answered (or cancelled) since the scan
+            continue
+        expired += 1
+        wait = await get(tx.conn, candidate.org_id, candidate.id)
+        run_id, org_id = wait["run_id"], candidate.org_id
         if wait["timeout_action"] == "fail":
             error = f"wait {wait['id']} ({wait['kind']}) expired without an answer"
-            await cancel_open(tx.conn, wait["run_id"])
+            await cancel_open(tx.conn, org_id, run_id)
             await events.append(
-                tx, wait["run_id"], [("run.failed", {"error": error, "usage": run_row.usage})],
-                to=RunStatus.FAILED, changes={"error": error, "waiting_for": None},
+                tx,
+                run_id,
+                [("run.failed", {"error": error, "usage": run["usage"]})],
+                to=RunStatus.FAILED,
+                changes={"error": error, "waiting_for": None},
             )
             continue
-        others = (await tx.conn.execute(
-            select(waits.c.id).where(waits.c.run_id == wait["run_id"], waits.c.status == "open"))).all()
-        new: list[events.NewEvent] = [("run.input_received", {"wait_id": wait["id"], "kind": wait["kind"],
-                                                             "answer": None, "expired": True})]
+        others = (
+            await tx.conn.execute(
+                select(waits.c.id).where(waits.c.run_id == run_id, waits.c.status == WaitStatus.OPEN.value)
+            )
+        ).all()
+        new: list[events.NewEvent] = [
+            ("run.input_received", {"wait_id": wait["id"], "kind": wait["kind"], "answer": None, "expired": True})
+        ]
         if wait["kind"] == "approval" and wait["tool_call_id"] is not None:
-            new.append(("tool.denied", {"wait_id": wait["id"], "tool_call_id": wait["tool_call_id"],
-                                        "name": wait["request"].get("name"), "reason": "the approval request expired"}))
+            new.append(
+                (
+                    "tool.denied",
+                    {
+                        "wait_id": wait["id"],
+                        "tool_call_id": wait["tool_call_id"],
+                        "name": wait["request"].get("name"),
+                        "reason": "the approval request expired",
+                    },
+                )
+            )
         if others:
-            await events.append(tx, wait["run_id"], new)
+            await events.append(tx, run_id, new)
         else:
-            await events.append(tx, wait["run_id"], new, to=RunStatus.PENDING, changes={"waiting_for": None})
-            tx.publish_after_commit("queue", wait["run_id"])
-    return len(rows)
+            await events.append(tx, run_id, new, to=RunStatus.PENDING, changes={"waiting_for": None})
+            tx.publish_after_commit("queue", run_id)
+    return expired

@@ -146,9 +146,9 @@ def test_bad_cursor_on_thread_runs_is_400(http, run):
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
-def test_non_numeric_last_event_id_is_400(http, run, accept):
+def test_non_numeric_last_event_id_is_422(http, run, accept):
     r = http.get(f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": "abc", "Accept": accept})
-    assert_error(r, 400, "Last-Event-ID")
+    assert_error(r, 422, "Last-Event-ID")
 
 
 # Limits

@@ -55,14 +55,21 @@ async def new_run(store: Store) -> str:
     async with store.tx() as tx:
         org = await keys.ensure_org(tx.conn, f"org-{secrets.token_hex(4)}")
         agent = await agents.create(tx.conn, org, {"name": "a", "instructions": "x"})
-        run = await runs.create(tx, org, agent=agent, message="hi", thread_id=None, tools=None, model=None,
-                                user_id=None, metadata={})
+        run = await runs.create(
+            tx, org, agent=agent, message="hi", thread_id=None, tools=None, model=None, user_id=None, metadata={}
+        )
     return run["id"]
 
 
-async def log_of(store: Store, run_id: str) -> list[dict]:
+async def org_of(store: Store, run_id: str) -> str:
     async with store.read() as conn:
-        return await events.read(conn, run_id)
+        return (await conn.execute(select(runs_table.c.org_id).where(runs_table.c.id == run_id))).scalar_one()
+
+
+async def log_of(store: Store, run_id: str) -> list[dict]:
+    org = await org_of(store, run_id)
+    async with store.read() as conn:
+        return await events.read(conn, org, run_id)
 
 
 async def status_of(store: Store, run_id: str) -> tuple[str, int]:
@@ -86,12 +93,17 @@ async def test_append_numbers_events_from_one_without_gaps(store: Store) -> None
 
     log = await log_of(store, run_id)
     assert [(e["seq"], e["type"]) for e in log] == [
-        (1, "run.queued"), (2, "message.delta"), (3, "message.delta"), (4, "usage")
+        (1, "run.queued"),
+        (2, "message.delta"),
+        (3, "message.delta"),
+        (4, "usage"),
     ]
     assert log[1]["data"] == {"delta": "a"} and log[1]["run_id"] == run_id
     assert await status_of(store, run_id) == ("pending", 4)
+    org = await org_of(store, run_id)
     async with store.read() as conn:
-        assert [e["seq"] for e in await events.read(conn, run_id, after_seq=1, limit=2)] == [2, 3]
+        assert [e["seq"] for e in await events.read(conn, org, run_id, after_seq=1, limit=2)] == [2, 3]
+        assert await events.read(conn, "org_someone_else", run_id) == []  # scoped by construction
 
 
 async def test_concurrent_appends_stay_gapless_and_unique(store: Store) -> None:

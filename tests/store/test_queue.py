@@ -3,13 +3,15 @@
 Invariant 3: a worker owns a run through `(worker_id, attempt, lease_until)`; concurrent
 claimers never take the same run; an expired lease makes the run claimable again at
 `attempt + 1` (or fails it past `max_attempts`); the older attempt's writes are refused.
-Leases here are 0.05 s on the database clock, and the tests sleep past them.
+Leases here are 0.05 s on the database clock, and the tests move the reaper's clock past them
+(`now=`) instead of sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,8 +72,17 @@ async def new_runs(store: Store, n: int = 1) -> list[str]:
         org = await keys.ensure_org(tx.conn, f"org-{secrets.token_hex(4)}")
         agent = await agents.create(tx.conn, org, {"name": "a", "instructions": "x"})
         created = [
-            await runs.create(tx, org, agent=agent, message=f"task {i}", thread_id=None, tools=None, model=None,
-                              user_id=None, metadata={})
+            await runs.create(
+                tx,
+                org,
+                agent=agent,
+                message=f"task {i}",
+                thread_id=None,
+                tools=None,
+                model=None,
+                user_id=None,
+                metadata={},
+            )
             for i in range(n)
         ]
     return [r["id"] for r in created]
@@ -82,9 +93,18 @@ async def claim(store: Store, worker_id: str, *, limit: int = 10, lease: float =
         return await queue.claim(tx, worker_id, limit=limit, lease_seconds=lease)
 
 
-async def reap(store: Store, max_attempts: int = 3) -> tuple[int, int]:
+async def reap(store: Store, max_attempts: int = 3, *, later: bool = False) -> tuple[int, int]:
+    """Reap now, or (`later`) as if an hour had passed: every short lease has expired by then."""
     async with store.tx() as tx:
-        return await queue.reap_expired(tx, max_attempts=max_attempts)
+        return await queue.reap_expired(tx, max_attempts=max_attempts, now=time.time() + 3600 if later else None)
+
+
+async def renew(tx: Any, run_id: str, fence: Fence, *, lease_seconds: float) -> bool:
+    """One run's renewal as the worker reads it: cancel requested, or LeaseLost when no longer held."""
+    held = await queue.renew_many(tx, {run_id: fence}, lease_seconds=lease_seconds)
+    if run_id not in held:
+        raise LeaseLost(f"run {run_id}: lease of attempt {fence.attempt} lost")
+    return held[run_id]
 
 
 async def row_of(store: Store, run_id: str) -> Any:
@@ -93,8 +113,9 @@ async def row_of(store: Store, run_id: str) -> Any:
 
 
 async def types_of(store: Store, run_id: str) -> list[str]:
+    org = (await row_of(store, run_id)).org_id
     async with store.read() as conn:
-        return [e["type"] for e in await events.read(conn, run_id)]
+        return [e["type"] for e in await events.read(conn, org, run_id)]
 
 
 async def test_concurrent_claimers_claim_each_run_exactly_once(queue_store: Store) -> None:
@@ -115,9 +136,10 @@ async def test_concurrent_claimers_claim_each_run_exactly_once(queue_store: Stor
         for run_id in mine[:3]:
             row = await row_of(queue_store, run_id)
             assert (row.status, row.attempt, row.worker_id) == ("running", 1, f"w{worker}")
+    org = (await row_of(queue_store, run_ids[0])).org_id
     async with queue_store.read() as conn:
         for run_id in run_ids:
-            started = [e for e in await events.read(conn, run_id) if e["type"] == "run.started"]
+            started = [e for e in await events.read(conn, org, run_id) if e["type"] == "run.started"]
             assert len(started) == 1 and started[0]["data"]["attempt"] == 1
 
 
@@ -136,15 +158,14 @@ async def test_renew_after_another_attempt_took_over_raises_lease_lost(queue_sto
     [run_id] = await new_runs(queue_store)
     [(_, old)] = await claim(queue_store, "w1", lease=TINY)
     async with queue_store.tx() as tx:
-        assert await queue.renew(tx, run_id, old, lease_seconds=TINY) is False
-    await asyncio.sleep(0.2)
-    assert await reap(queue_store) == (1, 0)
+        assert await renew(tx, run_id, old, lease_seconds=TINY) is False
+    assert await reap(queue_store, later=True) == (1, 0)
     [(row, new)] = await claim(queue_store, "w2")
     assert new == Fence("w2", 2) and row.attempt == 2
 
     with pytest.raises(LeaseLost):
         async with queue_store.tx() as tx:
-            await queue.renew(tx, run_id, old, lease_seconds=30)
+            await renew(tx, run_id, old, lease_seconds=30)
     with pytest.raises(LeaseLost):
         async with queue_store.tx() as tx:
             await events.append(tx, run_id, [("message.delta", {"delta": "late"})], fence=old)
@@ -154,13 +175,17 @@ async def test_renew_after_another_attempt_took_over_raises_lease_lost(queue_sto
 
     # The new owner renews fine, and a renewal reports a cancel request.
     async with queue_store.tx() as tx:
-        assert await queue.renew(tx, run_id, new, lease_seconds=30) is False
+        assert await renew(tx, run_id, new, lease_seconds=30) is False
     async with queue_store.tx() as tx:
         await runs.request_cancel(tx, row.org_id, run_id)
     async with queue_store.tx() as tx:
-        assert await queue.renew(tx, run_id, new, lease_seconds=30) is True
+        assert await renew(tx, run_id, new, lease_seconds=30) is True
     assert await types_of(queue_store, run_id) == [
-        "run.queued", "run.started", "run.requeued", "run.started", "run.cancel_requested"
+        "run.queued",
+        "run.started",
+        "run.requeued",
+        "run.started",
+        "run.cancel_requested",
     ]
 
 
@@ -168,25 +193,27 @@ async def test_reap_requeues_expired_runs_then_fails_them_past_max_attempts(queu
     [expiring] = await new_runs(queue_store)
     await claim(queue_store, "w1", lease=TINY)
     [healthy] = await new_runs(queue_store)
-    await claim(queue_store, "w2", lease=30)
-    await asyncio.sleep(0.2)
+    await claim(queue_store, "w2", lease=7200)
 
-    assert await reap(queue_store, max_attempts=2) == (1, 0)
+    assert await reap(queue_store, max_attempts=2, later=True) == (1, 0)
     row = await row_of(queue_store, expiring)
     assert (row.status, row.attempt, row.worker_id, row.lease_until) == ("pending", 1, None, None)
     assert (await row_of(queue_store, healthy)).status == "running"  # its lease is still live
 
     [(row, fence)] = await claim(queue_store, "w3", lease=TINY)
     assert row.id == expiring and fence.attempt == 2
-    await asyncio.sleep(0.2)
-    assert await reap(queue_store, max_attempts=2) == (0, 1)
+    assert await reap(queue_store, max_attempts=2, later=True) == (0, 1)
     row = await row_of(queue_store, expiring)
     assert row.status == "failed" and row.failed_at is not None
     assert "max_attempts (2)" in row.error
     assert await types_of(queue_store, expiring) == [
-        "run.queued", "run.started", "run.requeued", "run.started", "run.failed"
+        "run.queued",
+        "run.started",
+        "run.requeued",
+        "run.started",
+        "run.failed",
     ]
-    assert await reap(queue_store, max_attempts=2) == (0, 0)
+    assert await reap(queue_store, max_attempts=2, later=True) == (0, 0)
     assert (await row_of(queue_store, healthy)).status == "running"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from ...domain import Agent
 from ...store import agents
@@ -13,7 +13,8 @@ from ...worker.models import known_model, load_routes, validate_script
 from ...worker.tools import unknown_tools
 from ..auth import org_id
 from ..errors import ERRORS
-from ..schemas import AgentCreate, AgentList, AgentUpdate, Deleted, Limits
+from ..queries import After, Before, Limit
+from ..schemas import AgentCreate, AgentList, AgentUpdate, Deleted
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=ERRORS)
 
@@ -48,9 +49,9 @@ async def create_agent(body: AgentCreate, request: Request, org: str = Depends(o
 async def list_agents(
     request: Request,
     org: str = Depends(org_id),
-    limit: int = Query(20, ge=1, le=Limits.PAGE_MAX),
-    before: str | None = Query(None, max_length=200),
-    after: str | None = Query(None, max_length=200),
+    limit: Limit = 20,
+    before: Before = None,
+    after: After = None,
 ) -> dict[str, Any]:
     async with request.app.state.store.read() as conn:
         data, has_more, cursor = await agents.list_(conn, org, limit=limit, before=before, after=after)
@@ -64,7 +65,9 @@ async def get_agent(agent_id: str, request: Request, org: str = Depends(org_id))
 
 
 @router.patch("/{agent_id}", response_model=Agent)
-async def update_agent(agent_id: str, body: AgentUpdate, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
+async def update_agent(
+    agent_id: str, body: AgentUpdate, request: Request, org: str = Depends(org_id)
+) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
     for required in ("name", "instructions", "model", "tools", "metadata"):
         if required in fields and fields[required] is None:

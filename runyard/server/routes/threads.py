@@ -20,8 +20,8 @@ from ...store import threads
 from ...worker.humans import own_messages
 from ..auth import org_id
 from ..errors import ERRORS
-from ..schemas import Deleted, Limits, ThreadCreate, ThreadList
-from .runs import _metadata_filters
+from ..queries import After, Before, Limit, MetadataFilters
+from ..schemas import Deleted, ThreadCreate, ThreadList
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"], responses=ERRORS)
 
@@ -35,16 +35,17 @@ async def create_thread(body: ThreadCreate, request: Request, org: str = Depends
 @router.get("", response_model=ThreadList)
 async def list_threads(
     request: Request,
+    metadata: MetadataFilters,
     org: str = Depends(org_id),
-    limit: int = Query(20, ge=1, le=Limits.PAGE_MAX),
-    before: str | None = Query(None, max_length=200),
-    after: str | None = Query(None, max_length=200),
+    limit: Limit = 20,
+    before: Before = None,
+    after: After = None,
     user_id: str | None = Query(None, max_length=200),
 ) -> dict[str, Any]:
     """Threads of the caller's org, newest first; filter by `user_id` and `metadata[key]=value`."""
     async with request.app.state.store.read() as conn:
         data, has_more, cursor = await threads.list_(
-            conn, org, limit=limit, before=before, after=after, user_id=user_id, metadata=_metadata_filters(request)
+            conn, org, limit=limit, before=before, after=after, user_id=user_id, metadata=metadata
         )
     return {"data": data, "has_more": has_more, "next_cursor": cursor}
 
@@ -68,7 +69,7 @@ async def thread_messages(thread_id: str, request: Request, org: str = Depends(o
     """The thread's conversation in order, each message with the run it came from."""
     async with request.app.state.store.read() as conn:
         await threads.get(conn, org, thread_id)
-        conversations = await threads.conversations(conn, thread_id)
+        conversations = await threads.conversations(conn, org, thread_id)
     out: list[dict[str, Any]] = []
     for run_id, blob, history_len in conversations:
         for message in own_messages(ModelMessagesTypeAdapter.validate_json(blob), history_len):
@@ -83,16 +84,30 @@ def _flatten(run_id: str, message: Any) -> list[dict[str, Any]]:
             if isinstance(part, UserPromptPart):
                 out.append({"run_id": run_id, "role": "user", "content": part.content, "created_at": part.timestamp})
             elif isinstance(part, ToolReturnPart):
-                out.append({"run_id": run_id, "role": "tool", "content": part.model_response_str(),
-                            "tool_name": part.tool_name, "tool_call_id": part.tool_call_id,
-                            "created_at": part.timestamp})
+                out.append(
+                    {
+                        "run_id": run_id,
+                        "role": "tool",
+                        "content": part.model_response_str(),
+                        "tool_name": part.tool_name,
+                        "tool_call_id": part.tool_call_id,
+                        "created_at": part.timestamp,
+                    }
+                )
     elif isinstance(message, ModelResponse):
         text = "".join(p.content for p in message.parts if isinstance(p, TextPart))
         if text:
             out.append({"run_id": run_id, "role": "assistant", "content": text, "created_at": message.timestamp})
         for part in message.parts:
             if isinstance(part, ToolCallPart):
-                out.append({"run_id": run_id, "role": "assistant", "content": part.args_as_dict(),
-                            "tool_name": part.tool_name, "tool_call_id": part.tool_call_id,
-                            "created_at": message.timestamp})
+                out.append(
+                    {
+                        "run_id": run_id,
+                        "role": "assistant",
+                        "content": part.args_as_dict(),
+                        "tool_name": part.tool_name,
+                        "tool_call_id": part.tool_call_id,
+                        "created_at": message.timestamp,
+                    }
+                )
     return out

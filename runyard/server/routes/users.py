@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from ...domain import Memory
 from ...store import memories
 from ..auth import org_id
 from ..errors import ERRORS
-from ..schemas import Deleted, Limits, MemoryCreate, MemoryList
+from ..queries import After, Before, Limit
+from ..schemas import Deleted, MemoryCreate, MemoryList
 
 router = APIRouter(prefix="/v1/users/{user_id}/memories", tags=["memories"], responses=ERRORS)
 
@@ -22,9 +23,9 @@ async def list_memories(
     request: Request,
     user_id: str = UserId,
     org: str = Depends(org_id),
-    limit: int = Query(20, ge=1, le=Limits.PAGE_MAX),
-    before: str | None = Query(None, max_length=200),
-    after: str | None = Query(None, max_length=200),
+    limit: Limit = 20,
+    before: Before = None,
+    after: After = None,
 ) -> dict[str, Any]:
     async with request.app.state.store.read() as conn:
         data, has_more, cursor = await memories.list_(conn, org, user_id, limit=limit, before=before, after=after)
@@ -32,8 +33,9 @@ async def list_memories(
 
 
 @router.post("", response_model=Memory, status_code=201)
-async def create_memory(body: MemoryCreate, request: Request, user_id: str = UserId,
-                        org: str = Depends(org_id)) -> dict[str, Any]:
+async def create_memory(
+    body: MemoryCreate, request: Request, user_id: str = UserId, org: str = Depends(org_id)
+) -> dict[str, Any]:
     async with request.app.state.store.tx() as tx:
         return await memories.create(tx.conn, org, user_id, body.text, metadata=body.metadata)
 
@@ -47,8 +49,9 @@ async def delete_memories(request: Request, user_id: str = UserId, org: str = De
 
 
 @router.delete("/{memory_id}", response_model=Deleted)
-async def delete_memory(memory_id: str, request: Request, user_id: str = UserId,
-                        org: str = Depends(org_id)) -> dict[str, Any]:
+async def delete_memory(
+    memory_id: str, request: Request, user_id: str = UserId, org: str = Depends(org_id)
+) -> dict[str, Any]:
     async with request.app.state.store.tx() as tx:
         await memories.delete_(tx.conn, org, user_id, memory_id)
     return {"id": memory_id, "object": "memory", "deleted": True}
