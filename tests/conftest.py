@@ -1,30 +1,15 @@
-"""Shared fixtures: a real Runyard server (uvicorn on 127.0.0.1, a free port) per test session,
-and helpers to start server processes for crash tests."""
+"""Shared fixtures: a real Runyard server (uvicorn on 127.0.0.1, a free port) per test session.
+The helpers behind them live in `tests/support/`."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from support.servers import ADMIN_KEY, ServerInThread
 
 from runyard.config import Settings
-from runyard.server.app import create_app
-from runyard.store import keys
-
-ADMIN_KEY = "ryk_test_admin_key"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,61 +17,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "distributed" in item.path.parts:
             item.add_marker(pytest.mark.slow)
-
-
-@dataclass
-class ServerInThread:
-    """A real uvicorn server running the Runyard app in a background thread."""
-
-    settings: Settings
-    api_key: str = ADMIN_KEY
-    base_url: str = ""
-    app: Any = None
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> "ServerInThread":
-        self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._server.serve())  # type: ignore[union-attr]
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
-
-    def call(self, coro: Any) -> Any:
-        """Run a coroutine on the server's loop (to reach its store) and return its result."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def create_key(self, org: str) -> str:
-        async def make() -> str:
-            async with self.app.state.store.tx() as tx:
-                return await keys.create_key(tx.conn, org)
-
-        return self.call(make())
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.api_key}"}
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(30)
 
 
 @pytest.fixture(scope="session")
@@ -102,70 +32,3 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInThread]
 def http(server: ServerInThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
         yield client
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    """`runyard serve` as a child process, for tests that kill -9 it."""
-
-    db_url: str
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, tmp: Path) -> "ServerProcess":
-        self.port = free_port()
-        env = {**os.environ, "RUNYARD_DATABASE_URL": self.db_url, "RUNYARD_API_KEY": ADMIN_KEY,
-               "RUNYARD_PORT": str(self.port), **self.env}
-        self.log = tmp / f"server-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "serve"], env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"server process did not start: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll `predicate` with a bounded backoff until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-        interval = min(interval * 2, 0.2)

@@ -13,7 +13,7 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
 # tests/ has no __init__.py, so pytest's default `prepend` import mode puts this directory on sys.path.
-from fake_provider import DEFAULT_USAGE, FakeProvider
+from support.fake_provider import DEFAULT_USAGE, FakeProvider
 
 
 def openai_model(fp: FakeProvider) -> Model:

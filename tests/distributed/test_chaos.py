@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cluster import Cluster
+from support.cluster import Cluster
 from test_queue import (
     TERMINAL,
     assert_gapless,

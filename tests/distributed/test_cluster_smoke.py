@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster import Cluster
-from conftest import ADMIN_KEY
+from support.cluster import Cluster
+from support.servers import ADMIN_KEY
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

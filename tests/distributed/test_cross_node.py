@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster import Cluster, Proc
-from conftest import ADMIN_KEY, free_port
+from support.cluster import Cluster, Proc
+from support.servers import ADMIN_KEY, free_port
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SSE_HEADERS = {**HEADERS, "Accept": "text/event-stream"}

@@ -25,8 +25,8 @@ import asyncpg
 import httpx
 import pytest
 
-from cluster import Cluster, Proc
-from conftest import ADMIN_KEY
+from support.cluster import Cluster, Proc
+from support.servers import ADMIN_KEY
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TERMINAL = ("run.completed", "run.failed", "run.cancelled")

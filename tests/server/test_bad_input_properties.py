@@ -26,11 +26,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from support.servers import ADMIN_KEY, ServerInThread
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from conftest import ADMIN_KEY, ServerInThread
 from runyard.config import Settings
 from runyard.store import schema
 from runyard.store.db import create_engine
@@ -246,10 +246,19 @@ good_metadata = st.one_of(
     st.dictionaries(clean_words, st.one_of(clean_text, st.integers(-1000, 1000), st.booleans(), st.none()), max_size=3),
     st.fixed_dictionaries({"script": st.lists(good_steps, max_size=3)}),
 )
+# The values the server must refuse wherever they appear: non-finite numbers, invalid UTF-8,
+# NUL, lone surrogates, integers past 64 bits (allowed, but must round-trip), nesting past 32.
+nasty = st.one_of(
+    st.sampled_from(RAW_TOKENS), st.sampled_from(ODD_TEXT), st.sampled_from(BIG_INTS),
+    st.tuples(st.integers(33, 400), st.sampled_from(["dict", "list"]), scalars).map(_nest),
+)
 bad_metadata = st.one_of(
+    st.dictionaries(keys, nasty, min_size=1, max_size=2),
+    st.dictionaries(st.sampled_from(["\u0000", "k\u0000", "\ud800", "x\udfff"]), clean_text, min_size=1, max_size=1),
     st.dictionaries(keys, anything, min_size=1, max_size=3),
-    st.fixed_dictionaries({"script": st.one_of(st.lists(bad_steps, min_size=1, max_size=3),
-                                               st.lists(st.just({"text": "a"}), min_size=101, max_size=101), anything)}),
+    st.fixed_dictionaries({"script": st.one_of(
+        st.lists(bad_steps, min_size=1, max_size=3), st.lists(st.just({"text": "a"}), min_size=101, max_size=101),
+        anything)}),
     st.just({"blob": "x" * 17_000}),
     anything,
 )
@@ -258,10 +267,11 @@ good_schemas = st.sampled_from([{"type": "object", "properties": {"q": {"type": 
 bad_schemas = st.one_of(
     st.sampled_from([{"type": "string", "pattern": "("}, {"$ref": "http://example.com/schema.json"},
                      {"type": "nonsense"}, {"type": "number", "maximum": Raw(b"1e400")}]),
+    st.builds(lambda v: {"type": "object", "default": v}, nasty),
     anything,
 )
 good_names = st.uuids().map(lambda u: f"prop-{u.hex[:12]}")
-bad_names = st.one_of(texts, anything)
+bad_names = st.one_of(texts, nasty, anything)
 
 # Per endpoint: a valid value for each field, and a bad (or merely odd) one.
 AGENT_FIELDS = {
@@ -312,16 +322,42 @@ def _valid(fields: dict[str, Any], required: tuple[str, ...]) -> st.SearchStrate
     )
 
 
-def _with_bad(fields: dict[str, Any], required: tuple[str, ...], n: int) -> st.SearchStrategy[dict[str, Any]]:
-    """A valid body with `n` fields set to bad values (or removed, when required)."""
+def _with_bad(fields: dict[str, Any], required: tuple[str, ...], n: int,
+              among: tuple[str, ...] = ()) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid body with `n` fields (of `among`, default any) set to bad values (or removed, when required)."""
+    choices = sorted(among or fields)
+
     @st.composite
     def spoil(draw: Any) -> dict[str, Any]:
         body = dict(draw(_valid(fields, required)))
-        for key in draw(st.lists(st.sampled_from(sorted(fields)), min_size=n, max_size=n, unique=True)):
+        for key in draw(st.lists(st.sampled_from(choices), min_size=min(n, len(choices)), max_size=n, unique=True)):
             if key in required and draw(st.booleans()):
                 body.pop(key, None)
             else:
                 body[key] = draw(fields[key][1])
+        return body
+
+    return spoil()
+
+
+NASTY_FIELDS = {
+    "metadata": st.dictionaries(keys, nasty, min_size=1, max_size=2),
+    "input_schema": st.builds(lambda v: {"type": "object", "default": v}, nasty),
+    "output_schema": st.builds(lambda v: {"examples": [v]}, nasty),
+    **{k: st.one_of(st.sampled_from(ODD_TEXT), nasty) for k in ("name", "message", "instructions", "user_id")},
+}
+"""The fields that get stored, with the values that must never be stored."""
+
+
+def _with_nasty(fields: dict[str, Any], required: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid body with one stored field set to a value the server must refuse (or store exactly)."""
+    among = sorted(k for k in NASTY_FIELDS if k in fields and not (k == "name" and k not in required))
+
+    @st.composite
+    def spoil(draw: Any) -> dict[str, Any]:
+        body = dict(draw(_valid(fields, required)))
+        key = draw(st.sampled_from(among))
+        body[key] = draw(NASTY_FIELDS[key])
         return body
 
     return spoil()
@@ -332,7 +368,8 @@ def bodies(fields: dict[str, Any], required: tuple[str, ...] = ()) -> st.SearchS
     return st.one_of(
         _valid(fields, required),
         _with_bad(fields, required, 1),
-        _with_bad(fields, required, 1),
+        _with_nasty(fields, required),
+        _with_nasty(fields, required),
         _with_bad(fields, required, min(3, len(fields))),
         st.builds(lambda body, extra: {**body, **extra}, _valid(fields, required), unknown),
         anything,

@@ -24,9 +24,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from support.servers import ADMIN_KEY, ServerInThread
 from sqlalchemy import func, select
 
-from conftest import ADMIN_KEY, ServerInThread
 from runyard.config import Settings
 from runyard.store import schema
 from runyard.store.db import create_engine
@@ -202,7 +202,8 @@ def send(http: httpx.Client, method: str, path: str, agent_id: str, body: Any) -
 
 
 DEEP_CASES = {
-    "agent-metadata-value": ("POST", "/v1/agents", lambda a, deep: {"name": unique(), "metadata": {"x": deep}}, "metadata"),
+    "agent-metadata-value": ("POST", "/v1/agents", lambda a, deep: {"name": unique(), "metadata": {"x": deep}},
+                             "metadata"),
     "agent-input-schema": ("POST", "/v1/agents", lambda a, deep: {"name": unique(), "input_schema": {"a": deep}},
                            "input_schema"),
     "agent-output-schema": ("POST", "/v1/agents",
@@ -407,7 +408,8 @@ def test_sse_at_int64_max_on_an_ended_run_closes(http, run):
     [("/v1/runs", {"limit": 2**70}, "limit"), ("/v1/agents", {"limit": 2**70}, "limit"),
      ("/v1/threads", {"limit": 2**70}, "limit"), ("/v1/waits", {"limit": 2**70}, "limit"),
      ("/v1/users/u-strict/memories", {"limit": 2**70}, "limit"), ("/v1/runs", {"limit": -(2**70)}, "limit"),
-     ("/v1/runs", {"created_after": 2**70}, "created_after"), ("/v1/runs", {"created_before": 2**70}, "created_before")],
+     ("/v1/runs", {"created_after": 2**70}, "created_after"),
+     ("/v1/runs", {"created_before": 2**70}, "created_before")],
 )
 def test_list_integers_past_64_bits_are_422(http, path, params, field):
     assert_error(http.get(path, params=params), 422, field)
@@ -636,7 +638,8 @@ BAD_SCRIPTS = {
 
 SCRIPT_TARGETS = {
     "create-agent": ("POST", "/v1/agents", lambda a, script: {"name": unique(), "metadata": {"script": script}}),
-    "create-run": ("POST", "/v1/runs", lambda a, script: {"agent_id": a, "message": "hi", "metadata": {"script": script}}),
+    "create-run": ("POST", "/v1/runs", lambda a, script: {
+        "agent_id": a, "message": "hi", "metadata": {"script": script}}),
     "quick-start-run": ("POST", "/v1/runs", lambda a, script: {
         "name": unique(), "instructions": "x", "message": "hi", "metadata": {"script": script}}),
     "patch-agent": ("PATCH", "/v1/agents/{agent}", lambda a, script: {"metadata": {"script": script}}),
@@ -656,7 +659,8 @@ def test_script_out_of_bounds_is_422_at_create_time(server, http, agent_id, case
 
 
 def test_script_field_names_the_step_and_key(http, agent_id):
-    body = {"agent_id": agent_id, "message": "hi", "metadata": {"script": [{"text": "a"}, {"text": "b", "repeat": 10_001}]}}
+    script = [{"text": "a"}, {"text": "b", "repeat": 10_001}]
+    body = {"agent_id": agent_id, "message": "hi", "metadata": {"script": script}}
     error = assert_error(http.post("/v1/runs", json=body), 422)
     assert error["field"].startswith("metadata.script[1]"), error
 
@@ -675,7 +679,8 @@ def test_script_at_the_bounds_is_accepted_on_an_agent(http, script):
 
 
 def test_script_within_bounds_runs(http, agent_id):
-    body = {"agent_id": agent_id, "message": "hi", "metadata": {"script": [{"text": ["o", "k"], "repeat": 2, "delay": 0.01}]}}
+    script = [{"text": ["o", "k"], "repeat": 2, "delay": 0.01}]
+    body = {"agent_id": agent_id, "message": "hi", "metadata": {"script": script}}
     r = http.post("/v1/runs", json=body)
     assert r.status_code == 201, r.text[:500]
     run = finished(http, r.json()["id"])

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, ServerInThread, wait_until
+from support.servers import ADMIN_KEY, ServerInThread, wait_until
 from runyard.config import Settings
 
 TERMINAL = {"completed", "failed", "cancelled"}

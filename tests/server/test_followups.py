@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, ServerInThread, wait_until
-from fake_provider import FakeProvider
+from support.servers import ADMIN_KEY, ServerInThread, wait_until
+from support.fake_provider import FakeProvider
 from runyard.config import Settings
 
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ADMIN_KEY, ServerInThread
+from support.servers import ADMIN_KEY, ServerInThread
 from runyard.config import Settings
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from conftest import ADMIN_KEY, ServerInThread
+from support.servers import ADMIN_KEY, ServerInThread
 from runyard.config import Settings
 from runyard.store import keys
 from runyard.store.db import Store, create_engine, utcnow

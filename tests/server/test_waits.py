@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, ServerInThread, ServerProcess, wait_until
+from support.servers import ADMIN_KEY, ServerInThread, ServerProcess, wait_until
 
 TERMINAL = {"completed", "failed", "cancelled"}
 COLOR = {"question": "Color?", "options": ["red", "blue"]}

@@ -4,11 +4,11 @@ run's row lock (and block its new owner) longer than the lease it lost."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import asyncpg
 import pytest
 from sqlalchemy import select, text
+from support.postgres import create_database, drop_database, url_of
 
 from runyard.bus import LocalBus
 from runyard.config import Settings
@@ -16,19 +16,12 @@ from runyard.store.db import Store
 from runyard.store.migrate import upgrade
 from runyard.store.schema import orgs
 
-PG = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture
 async def pg_url() -> object:
-    database = f"runyard_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(f"{PG}/postgres")
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-    admin = await asyncpg.connect(f"{PG}/postgres")
-    await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-    await admin.close()
+    database = await create_database()
+    yield url_of(database)
+    await drop_database(database)
 
 
 async def test_an_idle_transaction_loses_its_locks_after_the_lease(pg_url: str) -> None:

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import select, update
+from support.postgres import create_database, drop_database, url_of
 
 from runyard.bus import LocalBus
 from runyard.domain import RunStatus
@@ -29,29 +29,24 @@ from runyard.store.events import Fence
 from runyard.store.migrate import upgrade
 from runyard.store.schema import runs as runs_table
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 TINY = 0.05  # seconds: a lease that has expired by the time the test looks again
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
     """A migrated, empty database for this module: a SQLite file, or a fresh PostgreSQL database."""
-    database = f"runyard_test_{secrets.token_hex(6)}"
+    database = ""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store') / 'queue.db'}"
     else:
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        await admin.close()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+        database = await create_database()
+        url = url_of(database)
     store = Store(create_engine(url), LocalBus())
     await upgrade(store.engine)
     yield store
     await store.close()
-    if request.param == "postgresql":
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-        await admin.close()
+    if database:
+        await drop_database(database)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import asyncpg
 import pytest
 from sqlalchemy import select, text
+from support.postgres import create_database, drop_database, url_of
 
 from runyard.bus import LocalBus
 from runyard.domain import RunStatus
@@ -25,22 +25,15 @@ from runyard.store.migrate import upgrade
 from runyard.store.schema import runs as runs_table
 from runyard.store.schema import waits as waits_table
 
-PG = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture
 async def store() -> AsyncIterator[Store]:
-    database = f"runyard_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(f"{PG}/postgres")
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    store = Store(create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"), LocalBus())
+    database = await create_database()
+    store = Store(create_engine(url_of(database)), LocalBus())
     await upgrade(store.engine)
     yield store
     await store.close()
-    admin = await asyncpg.connect(f"{PG}/postgres")
-    await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-    await admin.close()
+    await drop_database(database)
 
 
 async def waiting_run(store: Store, timeout_action: str) -> tuple[str, str, str]:

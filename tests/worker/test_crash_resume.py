@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 # tests/ has no __init__.py: pytest's `prepend` import mode put tests/ on sys.path for its conftest.
-from conftest import ADMIN_KEY, ServerProcess, wait_until
+from support.servers import ADMIN_KEY, ServerProcess, wait_until
 
 
 class CountingServer(ThreadingHTTPServer):

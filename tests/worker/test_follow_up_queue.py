@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import wait_until
+from support.servers import wait_until
 
 
 def events(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import ADMIN_KEY, ServerProcess, wait_until
+from support.servers import ADMIN_KEY, ServerProcess, wait_until
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import ServerInThread, wait_until
+from support.servers import ServerInThread, wait_until
 from sqlalchemy import select
 
 from runyard.store import journal

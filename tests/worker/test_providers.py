@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 # tests/ has no __init__.py: pytest's `prepend` import mode put tests/ on sys.path for its conftest.
-from conftest import ADMIN_KEY, ServerInThread
-from fake_provider import FakeProvider
+from support.servers import ADMIN_KEY, ServerInThread
+from support.fake_provider import FakeProvider
 
 from runyard.config import Settings
 

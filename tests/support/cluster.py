@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from conftest import ADMIN_KEY, free_port
+from support.servers import ADMIN_KEY, free_port
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -50,7 +50,7 @@ class Proc:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "runyard", *self.args], env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
@@ -76,7 +76,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def wait_ready(self, timeout: float = 30) -> "Proc":
+    def wait_ready(self, timeout: float = 30) -> Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:

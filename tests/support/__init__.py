@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real servers, PostgreSQL databases, clusters, a fake LLM provider."""
