@@ -29,6 +29,8 @@ def utcnow() -> datetime:
 
 
 Engine = AsyncEngine | SyncEngine
+READ_ONLY = "runyard_read_only"
+"""Execution option of `Store.read()` connections on SQLite: their BEGIN is deferred."""
 
 
 def create_engine(
@@ -67,7 +69,8 @@ def create_engine(
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads take no write lock: a deferred BEGIN sees one WAL snapshot and blocks no writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     # Bounded: every API node and worker holds up to pool_size + max_overflow connections,
@@ -169,7 +172,7 @@ class Store:
         else:
             async with self._inline_lock:
                 with self.engine.connect() as sync_conn:
-                    yield InlineConnection(sync_conn)
+                    yield InlineConnection(sync_conn.execution_options(**{READ_ONLY: True}))
 
     async def run_sync(self, fn: Any) -> Any:
         """Run `fn(sync_connection)` in a transaction (Alembic needs a sync connection)."""
