@@ -15,28 +15,21 @@ sent. For every body:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from support.servers import ADMIN_KEY, ServerInThread
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from support.servers import QuietClient, ServerInThread, server_on
 
-from runyard.config import Settings
 from runyard.store import schema
-from runyard.store.db import create_engine
-from runyard.store.migrate import upgrade
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROPERTY_SETTINGS = settings(
     max_examples=60,
     deadline=None,
@@ -49,76 +42,16 @@ PROPERTY_SETTINGS = settings(
 # Servers on both databases
 
 
-def _pg_admin(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-async def _migrate(url: str) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()  # type: ignore[misc]
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInThread]:
     """A running server on a fresh database of each dialect."""
-    if request.param == "sqlite":
-        db = tmp_path_factory.mktemp("properties") / "runyard.db"
-        srv = ServerInThread(Settings(database_url=f"sqlite+aiosqlite:///{db}", api_key=ADMIN_KEY)).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-        return
-    database = f"runyard_t_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f'CREATE DATABASE "{database}"')
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-        asyncio.run(_migrate(url))
-        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY)).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-    finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-class Client(httpx.Client):
-    """An httpx client for a server that misbehaves cleanly in reports.
-
-    CPython 3.11.7 shares the AST constructor's recursion counter between threads: when the
-    server thread logs a traceback (3.11 tracebacks call `ast.parse`) while pytest formats a
-    failure, pytest can die with "SystemError: AST constructor recursion depth mismatch". So
-    after a 5xx or a dropped connection the client gives the server's log a moment, and a
-    dropped connection fails the test with one line instead of a chained httpcore traceback.
-    """
-
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
-        try:
-            response = super().send(request, **kwargs)
-        except httpx.TransportError as exc:
-            problem = f"{request.method} {str(request.url)[:200]}: no HTTP answer ({exc!r})"
-        else:
-            if response.status_code >= 500:
-                time.sleep(0.3)
-            return response
-        time.sleep(0.3)
-        pytest.fail(problem, pytrace=False)
+    with server_on(request.param, tmp_path_factory.mktemp("properties")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def http(server: ServerInThread) -> Iterator[httpx.Client]:
-    with Client(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
+    with QuietClient(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
         yield client
 
 

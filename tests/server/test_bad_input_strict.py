@@ -10,7 +10,6 @@ one on a fresh PostgreSQL database (`runyard_t_<hex>`, migrated first, dropped W
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -21,18 +20,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from support.servers import ADMIN_KEY, ServerInThread
 from sqlalchemy import func, select
+from support.servers import QuietClient, ServerInThread, server_on
 
-from runyard.config import Settings
 from runyard.store import schema
-from runyard.store.db import create_engine
-from runyard.store.migrate import upgrade
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SSE = {"Accept": "text/event-stream"}
 TERMINAL = {"completed", "failed", "cancelled"}
 INT64_MAX = 2**63 - 1
@@ -41,76 +35,16 @@ INT64_MAX = 2**63 - 1
 # Servers on both databases
 
 
-def _pg_admin(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-async def _migrate(url: str) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()  # type: ignore[misc]
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInThread]:
     """A running server on a fresh database of each dialect."""
-    if request.param == "sqlite":
-        db = tmp_path_factory.mktemp("strict") / "runyard.db"
-        srv = ServerInThread(Settings(database_url=f"sqlite+aiosqlite:///{db}", api_key=ADMIN_KEY)).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-        return
-    database = f"runyard_t_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f'CREATE DATABASE "{database}"')
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-        asyncio.run(_migrate(url))
-        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY)).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-    finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-class Client(httpx.Client):
-    """An httpx client for a server that misbehaves cleanly in reports.
-
-    CPython 3.11.7 shares the AST constructor's recursion counter between threads: when the
-    server thread logs a traceback (3.11 tracebacks call `ast.parse`) while pytest formats a
-    failure, pytest can die with "SystemError: AST constructor recursion depth mismatch". So
-    after a 5xx or a dropped connection the client gives the server's log a moment, and a
-    dropped connection fails the test with one line instead of a chained httpcore traceback.
-    """
-
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
-        try:
-            response = super().send(request, **kwargs)
-        except httpx.TransportError as exc:
-            problem = f"{request.method} {str(request.url)[:200]}: no HTTP answer ({exc!r})"
-        else:
-            if response.status_code >= 500:
-                time.sleep(0.3)
-            return response
-        time.sleep(0.3)
-        pytest.fail(problem, pytrace=False)
+    with server_on(request.param, tmp_path_factory.mktemp("strict")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def http(server: ServerInThread) -> Iterator[httpx.Client]:
-    with Client(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
+    with QuietClient(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
         yield client
 
 
@@ -179,7 +113,7 @@ def finished(http: httpx.Client, run_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def agent_id(server: ServerInThread) -> str:
-    with Client(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
+    with QuietClient(base_url=server.base_url, headers=server.headers(), timeout=30) as client:
         r = client.post("/v1/agents", json={"name": unique("agent"), "metadata": {"keep": "me"}})
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -188,7 +122,7 @@ def agent_id(server: ServerInThread) -> str:
 @pytest.fixture(scope="module")
 def run(server: ServerInThread, agent_id: str) -> dict[str, Any]:
     """A completed run (on a thread, with a user)."""
-    with Client(base_url=server.base_url, headers=server.headers(), timeout=40) as client:
+    with QuietClient(base_url=server.base_url, headers=server.headers(), timeout=40) as client:
         r = client.post("/v1/runs", json={"agent_id": agent_id, "message": "hi", "user_id": "u-strict"})
         assert r.status_code == 201, r.text
         return finished(client, r.json()["id"])
@@ -693,17 +627,17 @@ def test_script_within_bounds_runs(http, agent_id):
 @pytest.mark.parametrize("header", ["X-Padding", "Idempotency-Key", "Last-Event-ID"])
 def test_64_kb_header_is_a_4xx_and_the_server_keeps_serving(server, http, agent_id, header):
     before = row_counts(server)
-    with Client(base_url=server.base_url, headers=server.headers(), timeout=10) as fresh:
+    with QuietClient(base_url=server.base_url, headers=server.headers(), timeout=10) as fresh:
         r = fresh.post("/v1/runs", json={"agent_id": agent_id, "message": "hi"}, headers={header: "a" * 64 * KB})
     assert r.status_code in (400, 431), (r.status_code, r.text[:300])
     assert row_counts(server) == before
-    with Client(base_url=server.base_url, timeout=10) as fresh:
+    with QuietClient(base_url=server.base_url, timeout=10) as fresh:
         assert fresh.get("/healthz").status_code == 200
     lists_answer(http)
 
 
 def test_64_kb_authorization_header_is_a_4xx(server, http):
-    with Client(base_url=server.base_url, timeout=10) as fresh:
+    with QuietClient(base_url=server.base_url, timeout=10) as fresh:
         r = fresh.get("/v1/agents", headers={"Authorization": "Bearer " + "k" * 64 * KB})
     assert r.status_code in (400, 401, 431), (r.status_code, r.text[:300])
     lists_answer(http)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from runyard.config import Settings
 from runyard.server.app import create_app
 from runyard.store import keys
 
-__all__ = ["ADMIN_KEY", "ServerInThread", "ServerProcess", "free_port", "wait_until"]
+__all__ = ["ADMIN_KEY", "QuietClient", "ServerInThread", "ServerProcess", "free_port", "server_on", "wait_until"]
 
 ADMIN_KEY = "ryk_test_admin_key"
 
@@ -147,3 +149,65 @@ def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01)
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
         interval = min(interval * 2, 0.2)
+
+
+@contextmanager
+def server_on(dialect: str, tmp: Path) -> Iterator[ServerInThread]:
+    """A running server on a fresh database of `dialect` (`sqlite` or `postgres`), dropped after."""
+    from .postgres import create_database, drop_database, url_of
+
+    if dialect == "sqlite":
+        srv = ServerInThread(Settings(database_url=f"sqlite+aiosqlite:///{tmp / 'runyard.db'}", api_key=ADMIN_KEY))
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+        return
+    database = asyncio.run(create_database("runyard_t"))
+    try:
+        url = url_of(database)
+        asyncio.run(_migrate(url))
+        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY)).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        asyncio.run(drop_database(database))
+
+
+async def _migrate(url: str) -> None:
+    from runyard.store.db import create_engine
+    from runyard.store.migrate import upgrade
+
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()  # type: ignore[misc]
+
+
+class QuietClient(httpx.Client):
+    """An httpx client for a server that misbehaves cleanly in reports.
+
+    CPython 3.11.7 shares the AST constructor's recursion counter between threads: when the
+    server thread logs a traceback (3.11 tracebacks call `ast.parse`) while pytest formats a
+    failure, pytest can die with "SystemError: AST constructor recursion depth mismatch". So
+    after a 5xx or a dropped connection the client gives the server's log a moment, and a
+    dropped connection fails the test with one line instead of a chained httpcore traceback.
+    """
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        import pytest
+
+        try:
+            response = super().send(request, **kwargs)
+        except httpx.TransportError as exc:
+            problem = f"{request.method} {str(request.url)[:200]}: no HTTP answer ({exc!r})"
+        else:
+            if response.status_code >= 500:
+                time.sleep(0.3)
+            return response
+        time.sleep(0.3)
+        pytest.fail(problem, pytrace=False)
