@@ -19,7 +19,6 @@ from .pages import finish, metadata_matches, page
 from .schema import idempotency_keys, runs
 
 __all__ = [
-    "RUN_OPTIONS",
     "append_message",
     "create",
     "drop_pending_messages",
@@ -43,8 +42,6 @@ EMPTY_USAGE = {
     "cost_usd": None,
 }
 
-RUN_OPTIONS = RUN_OPTION_DEFAULTS
-"""Per-run options kept in the run's config, with their defaults (declared in `domain.RunOptions`)."""
 
 _PUBLIC = (
     "id",
@@ -75,7 +72,7 @@ def to_dict(row: Any) -> dict[str, Any]:
     config = row.config
     run["tools"] = config.get("tools", [])
     run["waiting_for"] = row.waiting_for
-    for option, default in RUN_OPTIONS.items():
+    for option, default in RUN_OPTION_DEFAULTS.items():
         run[option] = config.get(option, default)
     end = row.completed_at or row.failed_at or row.cancelled_at
     run["duration_ms"] = int((end - row.started_at).total_seconds() * 1000) if end and row.started_at else None
@@ -131,7 +128,7 @@ async def create(
         "tools": list(agent["tools"] if tools is None else tools),
         "output_schema": agent["output_schema"],
         "script": metadata.get("script", agent["metadata"].get("script")),
-        **{k: v for k, v in (options or {}).items() if k in RUN_OPTIONS},
+        **{k: v for k, v in (options or {}).items() if k in RUN_OPTION_DEFAULTS},
     }
     run_id = new_id("run")
     values = {
@@ -328,6 +325,6 @@ async def reply(
         model=run["model"],
         user_id=run["user_id"],
         metadata={},
-        options={k: run[k] for k in RUN_OPTIONS},
+        options={k: run[k] for k in RUN_OPTION_DEFAULTS},
     )
     return new, True
