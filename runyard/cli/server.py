@@ -70,6 +70,7 @@ def worker(
     grace: float = typer.Option(10.0, help="Seconds to let runs finish on SIGTERM before handing them back."),
 ) -> None:
     """Run a worker process: claim queued runs and execute them."""
+    from .. import runtime
     from ..bus import create_bus
     from ..store.db import Store
     from ..worker.loop import Worker
@@ -82,6 +83,7 @@ def worker(
         store = Store.open(settings, bus)
         w = Worker(store, settings)
         await w.start()
+        runtime.tune_gc()
         typer.echo(f"worker {w.worker_id} started (concurrency {w.concurrency})")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

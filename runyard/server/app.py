@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
+from .. import runtime
 from .._version import __version__
 from ..bus import create_bus
 from ..config import Settings, get_settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
             # Embedded SQLite: no other process can hold a run, so every running one is orphaned.
             await worker.start(recover_all=store.is_sqlite)
         app.state.worker = worker
+        runtime.tune_gc()
         if on_ready is not None:
             on_ready(app, new_key)
         try:
