@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     """Token deltas are committed in batches at most this far apart. Default 10 ms."""
     sse_heartbeat: float = Field(default=15.0, gt=0)
     """Seconds of silence after which an SSE stream sends a `: ping` comment. Default 15."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Ended runs (with their events, checkpoints, tool journal and waits) are deleted this many
+    days after they ended. Default: unset, kept forever."""
+    idempotency_key_hours: float = Field(default=24.0, gt=0)
+    """How long an `Idempotency-Key` is honoured; older keys are ignored and deleted. Default 24 h."""
     http_get_timeout: float = 10.0
     """Time limit of the `http_get` tool. Default 10 s."""
     http_get_max_bytes: int = 256 * 1024

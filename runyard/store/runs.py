@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 
+from ..config import get_settings
 from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
 from . import agents, events, threads, waits
 from .db import Conn, Tx, utcnow
@@ -30,7 +31,6 @@ __all__ = [
     "to_dict",
 ]
 
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
 EMPTY_USAGE = {
     "input_tokens": 0,
     "output_tokens": 0,
@@ -191,16 +191,22 @@ async def _idempotent_run(conn: Conn, org_id: str, key: str, body_hash: str) -> 
     ).one_or_none()
     if row is None:
         return None
-    if row.created_at < utcnow() - IDEMPOTENCY_WINDOW:
-        await conn.execute(
-            delete(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
-        )
+    forget = delete(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
+    # The same TTL as the retention purge, which deletes such keys later anyway.
+    if row.created_at < utcnow() - timedelta(hours=get_settings().idempotency_key_hours):
+        await conn.execute(forget)
+        return None
+    try:
+        run = await get(conn, org_id, row.run_id)
+    except NotFound:
+        # Its run ended past the retention period and was purged: the key guards nothing now.
+        await conn.execute(forget)
         return None
     if row.body_hash != body_hash:
         raise IdempotencyConflict(
             "this Idempotency-Key was used with a different request body", field="Idempotency-Key"
         )
-    return await get(conn, org_id, row.run_id)
+    return run
 
 
 async def get(conn: Conn, org_id: str, run_id: str, *, lock: bool = False) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 from ..config import Settings
-from ..store import queue, waits
+from ..store import queue, retention, waits
 from ..store.db import Store
 from ..store.events import Fence
 from ..store.outcomes import ClaimedRun
@@ -149,8 +149,28 @@ class Worker:
                 handle.cancel(CancelReason.USER)
 
     async def reap(self) -> tuple[int, int]:
-        """Requeue runs whose lease expired, and apply the timeout of waits past their deadline."""
+        """Requeue runs whose lease expired, apply the timeout of waits past their deadline, and
+        purge what is past retention (a few bounded batches, each its own transaction)."""
         async with self.store.tx() as tx:
             await waits.expire_due(tx)
         async with self.store.tx() as tx:
-            return await queue.reap_expired(tx, max_attempts=self.settings.max_attempts)
+            reaped = await queue.reap_expired(tx, max_attempts=self.settings.max_attempts)
+        runs_before, keys_before = retention.cutoffs(
+            retention_days=self.settings.retention_days, idempotency_key_hours=self.settings.idempotency_key_hours
+        )
+        deleted: dict[str, int] = {}
+        try:
+            for _ in range(retention.BATCHES_PER_REAP):
+                async with self.store.tx() as tx:
+                    counts = await retention.purge(
+                        tx, runs_before=runs_before, keys_before=keys_before, batch=retention.BATCH
+                    )
+                for table, n in counts.items():
+                    deleted[table] = deleted.get(table, 0) + n
+                if counts["runs"] < retention.BATCH and counts["idempotency_keys"] < retention.BATCH:
+                    break  # nothing left past its cutoff
+        except Exception:
+            log.exception("retention purge failed; retrying at the next reap")
+        if any(deleted.values()):
+            log.info("retention: deleted %s", ", ".join(f"{n} {table}" for table, n in deleted.items() if n))
+        return reaped
