@@ -13,14 +13,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.sql import ClauseElement
 
 from ..domain import RunStatus
 from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
 from .schema import events, runs
 
-__all__ = ["TRANSITIONS", "Fence", "NewEvent", "append", "check_transition", "iso", "read", "refuse", "require_status"]
+__all__ = [
+    "TRANSITIONS",
+    "Append",
+    "Fence",
+    "NewEvent",
+    "append",
+    "append_many",
+    "check_transition",
+    "iso",
+    "lock",
+    "read",
+    "refuse",
+    "require_status",
+]
 
 S = RunStatus
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -67,6 +81,20 @@ def iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Append:
+    """One run's part of an `append_many`: its new events, and the status and columns they change."""
+
+    run_id: str
+    new: Sequence[NewEvent]
+    to: RunStatus | None = None
+    changes: dict[str, Any] | None = None
+    fence: Fence | None = None
+    locked: Any = None
+    """The run's row as this transaction already locked it (claimed FOR UPDATE, or just inserted):
+    its `status`, `last_seq`, `attempt`, `worker_id` and `org_id`. None: `append_many` locks it."""
+
+
 async def append(
     tx: Tx,
     run_id: str,
@@ -76,6 +104,7 @@ async def append(
     changes: dict[str, Any] | None = None,
     fence: Fence | None = None,
     org_id: str | None = None,
+    locked: Any = None,
 ) -> list[dict[str, Any]]:
     """Append events to a run's log, optionally moving its status, in the caller's transaction.
 
@@ -83,57 +112,145 @@ async def append(
     `org_id` scopes the lookup to a tenant (else `NotFound`). Returns the new envelopes, which
     are published on `run:<id>` after commit.
     """
-    query = select(runs.c.status, runs.c.last_seq, runs.c.attempt, runs.c.worker_id, runs.c.org_id).where(
-        runs.c.id == run_id
-    )
-    row = (await tx.conn.execute(query.with_for_update())).one_or_none()
-    if row is None or (org_id is not None and row.org_id != org_id):
+    [result] = await append_many(tx, [Append(run_id, new, to, changes, fence, locked)], org_id=org_id)
+    assert not isinstance(result, LeaseLost)
+    return result
+
+
+async def lock(tx: Tx, run_id: str) -> Any:
+    """The run's row (what `append` checks, and its follow-up queue), locked until commit:
+    for a caller that decides on it first, then passes it to `append` as `locked`."""
+    row = (await tx.conn.execute(_LOCK_WITH_PENDING, {"run_id": run_id})).one_or_none()
+    if row is None:
         raise NotFound.of("run", run_id)
-    current = RunStatus(row.status)
-    if fence is not None and (
-        current is not S.RUNNING or row.attempt != fence.attempt or row.worker_id != fence.worker_id
-    ):
-        raise LeaseLost(f"run {run_id}: attempt {fence.attempt} of {fence.worker_id} no longer holds it")
+    return row
+
+
+async def append_many(
+    tx: Tx, appends: Sequence[Append], *, org_id: str | None = None, lost_ok: bool = False
+) -> list[list[dict[str, Any]] | LeaseLost]:
+    """`append` for many runs in one go: one locking read, one insert and one update per set of
+    changed columns, whatever the number of runs (a worker flushes all its runs' deltas this way).
+
+    With `lost_ok`, a run whose fence no longer holds writes nothing and gets its `LeaseLost` in
+    the answer instead of failing the others.
+    """
+    assert len({a.run_id for a in appends}) == len(appends), "one Append per run"
+    rows = {a.run_id: a.locked for a in appends if a.locked is not None}
+    missing = sorted({a.run_id for a in appends} - rows.keys())
+    if missing:
+        # Sorted: concurrent transactions lock rows in the same order, so they cannot deadlock.
+        stmt = _LOCK_ONE if len(missing) == 1 else _LOCK_MANY
+        params = {"run_id": missing[0]} if len(missing) == 1 else {"run_ids": missing}
+        rows.update((r.id, r) for r in await tx.conn.execute(stmt, params))
     now = utcnow()
-    values = dict(changes or {})
-    if to is not None:
-        check_transition(run_id, current, to)
-        values["status"] = to.value
-        if to in _STAMP:
-            values[_STAMP[to]] = now
     created_at = iso(now)
-    envelopes = [
-        {"seq": row.last_seq + i, "run_id": run_id, "type": type_, "data": data, "created_at": created_at}
-        for i, (type_, data) in enumerate(new, start=1)
-    ]
-    if envelopes:
-        await tx.conn.execute(
-            insert(events),
-            [
-                {"run_id": run_id, "seq": e["seq"], "type": e["type"], "data": e["data"], "created_at": now}
+    results: list[list[dict[str, Any]] | LeaseLost] = []
+    inserts: list[dict[str, Any]] = []
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    next_seq: dict[str, int] = {}
+    ended: list[tuple[str, str | None]] = []
+    for a in appends:
+        row = rows.get(a.run_id)
+        if row is None or (org_id is not None and row.org_id != org_id):
+            raise NotFound.of("run", a.run_id)
+        current = RunStatus(row.status)
+        fence = a.fence
+        if fence is not None and (
+            current is not S.RUNNING or row.attempt != fence.attempt or row.worker_id != fence.worker_id
+        ):
+            lost = LeaseLost(f"run {a.run_id}: attempt {fence.attempt} of {fence.worker_id} no longer holds it")
+            if not lost_ok:
+                raise lost
+            results.append(lost)
+            continue
+        values = dict(a.changes or {})
+        if a.to is not None:
+            check_transition(a.run_id, current, a.to)
+            values["status"] = a.to.value
+            if a.to in _STAMP:
+                values[_STAMP[a.to]] = now
+        seq = next_seq[a.run_id] if a.run_id in next_seq else int(row.last_seq)
+        envelopes = [
+            {"seq": seq + i, "run_id": a.run_id, "type": type_, "data": data, "created_at": created_at}
+            for i, (type_, data) in enumerate(a.new, start=1)
+        ]
+        if envelopes:
+            inserts.extend(
+                {"run_id": a.run_id, "seq": e["seq"], "type": e["type"], "data": e["data"], "created_at": now}
                 for e in envelopes
-            ],
-        )
-        values["last_seq"] = envelopes[-1]["seq"]
-    if values:
-        await tx.conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-    if envelopes:
-        tx.publish_after_commit(f"run:{run_id}", envelopes)
-    if to is not None and to in _STAMP:
-        # A run's end may unblock the next run queued on its thread.
-        tx.publish_after_commit("queue", run_id)
-    return envelopes
+            )
+            next_seq[a.run_id] = values["last_seq"] = envelopes[-1]["seq"]
+            tx.publish_after_commit(f"run:{a.run_id}", envelopes)
+        if any(isinstance(v, ClauseElement) for v in values.values()):
+            # A value computed by the database (its clock): a statement of its own.
+            await tx.conn.execute(update(runs).where(runs.c.id == a.run_id).values(**values))
+        elif values:
+            updates.setdefault(tuple(sorted(values)), []).append({"_run_id": a.run_id, **values})
+        if a.to is not None and a.to in _STAMP:
+            ended.append((a.run_id, getattr(row, "thread_id", None)))
+        results.append(envelopes)
+    if inserts:
+        await tx.conn.execute(_INSERT, inserts)
+    for columns, params in updates.items():
+        await tx.conn.execute(_update(columns), params)
+    for run_id, thread_id in ended:
+        # A run's end may unblock the next run queued on its thread: wake the workers only then
+        # (a wake for nothing costs every worker an empty claim).
+        if thread_id is None or (await tx.conn.execute(_QUEUED_ON_THREAD, {"thread_id": thread_id})).first():
+            tx.publish_after_commit("queue", run_id)
+    return results
+
+
+_LOCKED = (
+    runs.c.id,
+    runs.c.status,
+    runs.c.last_seq,
+    runs.c.attempt,
+    runs.c.worker_id,
+    runs.c.org_id,
+    runs.c.thread_id,
+)
+# Built once: SQLAlchemy caches a statement's compiled form by its cache key, and building and
+# keying a statement per call was a good part of each append's cost.
+_LOCK_WITH_PENDING = select(*_LOCKED, runs.c.pending_messages).where(runs.c.id == bindparam("run_id")).with_for_update()
+_LOCK_ONE = select(*_LOCKED).where(runs.c.id == bindparam("run_id")).with_for_update()
+_LOCK_MANY = (
+    select(*_LOCKED).where(runs.c.id.in_(bindparam("run_ids", expanding=True))).order_by(runs.c.id).with_for_update()
+)
+_INSERT = insert(events)
+_QUEUED_ON_THREAD = (
+    select(runs.c.id)
+    .where(runs.c.thread_id == bindparam("thread_id"), runs.c.status == RunStatus.PENDING.value)
+    .limit(1)
+)
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _update(columns: tuple[str, ...]) -> Any:
+    """`UPDATE runs SET <columns> WHERE id = :_run_id`, one statement per set of columns, built once."""
+    stmt = _UPDATES.get(columns)
+    if stmt is None:
+        values = {c: bindparam(c, type_=runs.c[c].type) for c in columns}
+        stmt = _UPDATES[columns] = update(runs).where(runs.c.id == bindparam("_run_id")).values(values)
+    return stmt
+
+
+_READ = (
+    select(events.c.seq, events.c.type, events.c.data, events.c.created_at)
+    .where(
+        events.c.run_id == bindparam("run_id"),
+        events.c.seq > bindparam("after_seq"),
+        select(runs.c.id).where(runs.c.id == bindparam("run_id"), runs.c.org_id == bindparam("org_id")).exists(),
+    )
+    .order_by(events.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
 async def read(conn: Conn, org_id: str, run_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
     """Committed events after `after_seq`, in seq order (none for a run of another org)."""
-    of_org = select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org_id).exists()
-    rows = await conn.execute(
-        select(events.c.seq, events.c.type, events.c.data, events.c.created_at)
-        .where(events.c.run_id == run_id, events.c.seq > after_seq, of_org)
-        .order_by(events.c.seq)
-        .limit(limit)
-    )
+    rows = await conn.execute(_READ, {"run_id": run_id, "org_id": org_id, "after_seq": after_seq, "limit": limit})
     return [
         {"seq": r.seq, "run_id": run_id, "type": r.type, "data": _json(r.data), "created_at": iso(r.created_at)}
         for r in rows

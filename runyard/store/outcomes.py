@@ -26,7 +26,7 @@ from .checkpoints import Checkpoint
 from .db import Tx
 from .events import Fence, NewEvent
 
-__all__ = ["ClaimedRun", "cancel", "complete", "fail", "pause", "release"]
+__all__ = ["ClaimedRun", "FollowUpsQueued", "cancel", "complete", "fail", "pause", "release"]
 
 # A run that leaves `running` holds no worker any more.
 _UNLEASED: dict[str, Any] = {"worker_id": None, "lease_until": None}
@@ -48,6 +48,8 @@ class ClaimedRun:
     options: RunOptions
     usage: dict[str, Any]
     """Usage of the earlier attempts: this attempt adds to it."""
+    pending_messages: list[str]
+    """Follow-up messages queued when the run was claimed (later ones are read as the run goes)."""
     fence: Fence
 
     @property
@@ -72,8 +74,13 @@ class ClaimedRun:
             config=config,
             options=options,
             usage=dict(row.usage),
+            pending_messages=list(row.pending_messages),
             fence=fence,
         )
+
+
+class FollowUpsQueued(Exception):
+    """Messages were queued for the run after the model's last look at its queue: it goes on."""
 
 
 async def complete(
@@ -84,8 +91,16 @@ async def complete(
     output: Any,
     usage: dict[str, Any],
     checkpoint: Checkpoint | None,
+    delivered: int = 0,
 ) -> None:
-    """The run's answer: `run.completed`, with the final conversation (None: the saved one is final)."""
+    """The run's answer: `run.completed`, with the final conversation (None: the saved one is final).
+
+    Raises `FollowUpsQueued` (writing nothing) when the queue holds more than the `delivered`
+    messages the conversation took in: checked under the row lock, so none is ever dropped.
+    """
+    row = await events.lock(tx, run.id)
+    if len(row.pending_messages) > delivered:
+        raise FollowUpsQueued(run.id)
     await events.append(
         tx,
         run.id,
@@ -93,6 +108,7 @@ async def complete(
         to=RunStatus.COMPLETED,
         changes={"output": output, "usage": usage, **_UNLEASED},
         fence=run.fence,
+        locked=row,
     )
     if checkpoint is not None:
         await checkpoints.save(tx.conn, run.org_id, run.id, checkpoint, attempt=run.attempt)

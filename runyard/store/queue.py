@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, select, update
 
 from ..domain import RunStatus
 from . import events
@@ -26,7 +26,7 @@ from .db import Tx, utcnow
 from .events import Fence
 from .schema import ACTIVE, runs
 
-__all__ = ["claim", "decide", "reap_expired", "release", "renew_many"]
+__all__ = ["Row", "claim", "decide", "reap_expired", "release", "renew_many"]
 
 
 def _clock(tx: Tx, now: float | None) -> Any:
@@ -34,46 +34,71 @@ def _clock(tx: Tx, now: float | None) -> Any:
     return tx.store.db_now() if now is None else now
 
 
+class Row(dict[str, Any]):
+    """A claimed run's row as the claim left it, read by attribute like a result row."""
+
+    __getattr__ = dict.__getitem__
+
+
 async def claim(
     tx: Tx, worker_id: str, *, limit: int, lease_seconds: float, now: float | None = None
-) -> list[tuple[Any, Fence]]:
+) -> list[tuple[Row, Fence]]:
     """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
-    # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
-    # queueing behind it; SQLite has one writer, so it simply runs this serially.
-    earlier = runs.alias("earlier")
-    # A run waits for the older active runs of its thread (multitask=enqueue keeps them in order).
-    blocked = (
-        select(earlier.c.id)
-        .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id, earlier.c.status.in_(ACTIVE))
-        .exists()
-    )
-    candidates = (
-        select(runs.c.id, runs.c.attempt)
-        .where(runs.c.status == RunStatus.PENDING.value, ~blocked)
-        .order_by(runs.c.status, runs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = []
-    for row in (await tx.conn.execute(candidates)).all():
-        attempt = row.attempt + 1
-        await events.append(
-            tx,
-            row.id,
-            [("run.started", {"attempt": attempt, "worker_id": worker_id})],
-            to=RunStatus.RUNNING,
-            changes={
-                "attempt": attempt,
-                "worker_id": worker_id,
-                "lease_until": _clock(tx, now) + lease_seconds,
-                "started_at": func.coalesce(runs.c.started_at, utcnow()),
-            },
-        )
-        claimed.append(row.id)
-    if not claimed:
+    rows = (await tx.conn.execute(_candidates(tx.store.db_now()), {"limit": limit})).all()
+    if not rows:
         return []
-    rows = (await tx.conn.execute(select(runs).where(runs.c.id.in_(claimed)))).all()
-    return [(r, Fence(worker_id, r.attempt)) for r in rows]
+    # One reading of the database clock for the batch, taken with the rows it leases.
+    lease_until = float(rows[0].db_now if now is None else now) + lease_seconds
+    started = utcnow()
+    appends, claimed = [], []
+    for row in rows:
+        attempt = row.attempt + 1
+        changes = {
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "lease_until": lease_until,
+            "started_at": row.started_at or started,
+        }
+        # The candidates query locked the rows: the append needs no second read of them.
+        appends.append(
+            events.Append(
+                row.id,
+                [("run.started", {"attempt": attempt, "worker_id": worker_id})],
+                to=RunStatus.RUNNING,
+                changes=changes,
+                locked=row,
+            )
+        )
+        claimed.append(Row(row._mapping, **changes, status=RunStatus.RUNNING.value, last_seq=row.last_seq + 1))
+    await events.append_many(tx, appends)
+    return [(r, Fence(worker_id, r.attempt)) for r in claimed]
+
+
+_CANDIDATES: dict[str, Any] = {}
+
+
+def _candidates(clock: Any) -> Any:
+    """The claimable runs with the database clock, locked; built once per dialect's clock."""
+    key = str(clock)
+    stmt = _CANDIDATES.get(key)
+    if stmt is None:
+        earlier = runs.alias("earlier")
+        # A run waits for the older active runs of its thread (multitask=enqueue keeps them in order).
+        blocked = (
+            select(earlier.c.id)
+            .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id, earlier.c.status.in_(ACTIVE))
+            .exists()
+        )
+        # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
+        # queueing behind it; SQLite has one writer, so it simply runs this serially.
+        stmt = _CANDIDATES[key] = (
+            select(runs, clock.label("db_now"))
+            .where(runs.c.status == RunStatus.PENDING.value, ~blocked)
+            .order_by(runs.c.status, runs.c.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+    return stmt
 
 
 async def renew_many(

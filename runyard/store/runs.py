@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from ..config import get_settings
 from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
@@ -107,7 +107,8 @@ async def create(
         existing = await _idempotent_run(conn, org_id, idempotency_key, body_hash)
         if existing is not None:
             return existing
-    if thread_id is None:
+    opens_thread = thread_id is None
+    if opens_thread:
         thread_id = (await threads.create(conn, org_id, user_id=user_id))["id"]
     else:
         await threads.get(conn, org_id, thread_id)
@@ -130,6 +131,8 @@ async def create(
         "script": metadata.get("script", agent["metadata"].get("script")),
         **{k: v for k, v in (options or {}).items() if k in RUN_OPTION_DEFAULTS},
     }
+    if opens_thread:
+        config["opens_thread"] = True  # no earlier conversation: the worker reads no thread history
     run_id = new_id("run")
     values = {
         "id": run_id,
@@ -152,8 +155,10 @@ async def create(
         "waiting_for": None,
     }
     # Parameters rather than .values(): the compiled INSERT is cached instead of rebuilt per run.
-    await conn.execute(insert(runs), [values])
-    queued = await events.append(tx, run_id, [("run.queued", {"agent_id": agent["id"], "thread_id": thread_id})])
+    await conn.execute(_INSERT, [values])
+    queued = await events.append(
+        tx, run_id, [("run.queued", {"agent_id": agent["id"], "thread_id": thread_id})], locked=_Row(values)
+    )
     if idempotency_key is not None:
         await conn.execute(
             insert(idempotency_keys).values(
@@ -209,9 +214,15 @@ async def _idempotent_run(conn: Conn, org_id: str, key: str, body_hash: str) -> 
     return run
 
 
+# Hot-path statements are built once: building and cache-keying one per call cost more than running it.
+_GET = select(runs).where(runs.c.id == bindparam("run_id"), runs.c.org_id == bindparam("org_id"))
+_GET_LOCKED = _GET.with_for_update()
+_PENDING = select(runs.c.pending_messages).where(runs.c.id == bindparam("run_id"), runs.c.org_id == bindparam("org_id"))
+_INSERT = insert(runs)
+
+
 async def get(conn: Conn, org_id: str, run_id: str, *, lock: bool = False) -> dict[str, Any]:
-    query = select(runs).where(runs.c.id == run_id, runs.c.org_id == org_id)
-    row = (await conn.execute(query.with_for_update() if lock else query)).one_or_none()
+    row = (await conn.execute(_GET_LOCKED if lock else _GET, {"run_id": run_id, "org_id": org_id})).one_or_none()
     if row is None:
         raise NotFound.of("run", run_id)
     return to_dict(row)
@@ -283,8 +294,7 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
 
 
 async def pending_messages(conn: Conn, org_id: str, run_id: str) -> list[str]:
-    query = select(runs.c.pending_messages).where(runs.c.id == run_id, runs.c.org_id == org_id)
-    return list((await conn.execute(query)).scalar_one())
+    return list((await conn.execute(_PENDING, {"run_id": run_id, "org_id": org_id})).scalar_one())
 
 
 async def drop_pending_messages(conn: Conn, org_id: str, run_id: str, count: int) -> None:

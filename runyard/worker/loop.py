@@ -19,6 +19,7 @@ from ..store.db import Store
 from ..store.events import Fence
 from ..store.outcomes import ClaimedRun
 from .executor import CancelReason, RunHandle, execute
+from .writer import Flusher
 
 __all__ = ["Worker"]
 
@@ -36,6 +37,9 @@ class Worker:
         self.active: dict[str, RunHandle] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._full = False
+        # One flush per interval for all the runs this worker executes.
+        self.flusher = Flusher(store, settings.flush_interval)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, recover_all: bool = False) -> None:
@@ -64,6 +68,7 @@ class Worker:
         pending = [h.task for h in self.active.values() if h.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=5)
+        self.flusher.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -85,6 +90,8 @@ class Worker:
                     log.exception("claim failed; retrying")
                     await asyncio.sleep(min(self.settings.poll_interval, 1.0))
                     continue
+            # Full: runs may be left in the queue, so the next run to end must look again.
+            self._full = free <= 0 or len(claimed) == free
             for row, fence in claimed:
                 self._start(row, fence)
             if claimed and len(claimed) == min(free, CLAIM_BATCH):
@@ -101,12 +108,13 @@ class Worker:
 
     async def _execute(self, handle: RunHandle) -> None:
         try:
-            await execute(self.store, self.settings, handle)
+            await execute(self.store, self.settings, handle, self.flusher)
         except Exception:
             log.exception("run %s: executor crashed", handle.run.id)
         finally:
             self.active.pop(handle.run.id, None)
-            self._wake.set()
+            if self._full:
+                self._wake.set()
 
     async def _wake_loop(self) -> None:
         while True:
