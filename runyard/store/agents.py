@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .db import Conn, utcnow
@@ -59,8 +59,12 @@ async def create(conn: Conn, org_id: str, fields: dict[str, Any]) -> dict[str, A
     return await get(conn, org_id, values["id"])
 
 
+_GET = select(agents).where(agents.c.id == bindparam("agent_id"), agents.c.org_id == bindparam("org_id"))
+"""Built once: run creation reads the agent every time."""
+
+
 async def get(conn: Conn, org_id: str, agent_id: str) -> dict[str, Any]:
-    row = (await conn.execute(select(agents).where(agents.c.id == agent_id, agents.c.org_id == org_id))).one_or_none()
+    row = (await conn.execute(_GET, {"agent_id": agent_id, "org_id": org_id})).one_or_none()
     if row is None:
         raise NotFound.of("agent", agent_id)
     return to_dict(row)

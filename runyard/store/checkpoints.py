@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,6 +37,22 @@ async def load(conn: Conn, org_id: str, run_id: str) -> Checkpoint | None:
     return Checkpoint(row.messages, row.history_len) if row is not None else None
 
 
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect_name: str) -> Any:
+    """One upsert, not an UPDATE then an INSERT (the first checkpoint costs one statement too); built once."""
+    statement = _UPSERTS.get(dialect_name)
+    if statement is None:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        insert = dialect.insert(checkpoints)
+        columns = ("messages", "history_len", "attempt", "updated_at")
+        statement = _UPSERTS[dialect_name] = insert.on_conflict_do_update(
+            index_elements=[checkpoints.c.run_id], set_={c: insert.excluded[c] for c in columns}
+        )
+    return statement
+
+
 async def save(conn: Conn, org_id: str, run_id: str, checkpoint: Checkpoint, *, attempt: int) -> None:
     """Write the conversation, inside the fenced transaction that appends the run's events."""
     values = {
@@ -44,9 +61,6 @@ async def save(conn: Conn, org_id: str, run_id: str, checkpoint: Checkpoint, *, 
         "attempt": attempt,
         "updated_at": utcnow(),
     }
-    # One upsert, not an UPDATE then an INSERT: the first checkpoint of a run costs one statement too.
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(checkpoints).values(run_id=run_id, **values)
-    await conn.execute(statement.on_conflict_do_update(index_elements=[checkpoints.c.run_id], set_=values))
+    await conn.execute(_upsert(conn.dialect.name), {"run_id": run_id, **values})
     if checkpoint.delivered:
         await runs_store.drop_pending_messages(conn, org_id, run_id, checkpoint.delivered)

@@ -70,7 +70,9 @@ def create_engine(
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             # Reads take no write lock: a deferred BEGIN sees one WAL snapshot and blocks no writer.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            # On the driver's connection: through SQLAlchemy, BEGIN cost as much as a whole statement.
+            begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+            conn.connection.driver_connection.execute(begin)
 
         return engine
     # Bounded: every API node and worker holds up to pool_size + max_overflow connections,

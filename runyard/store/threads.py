@@ -25,6 +25,9 @@ def to_dict(row: Any) -> dict[str, Any]:
     }
 
 
+_INSERT = insert(threads)
+
+
 async def create(
     conn: Conn, org_id: str, *, user_id: str | None = None, metadata: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -35,7 +38,7 @@ async def create(
         "metadata": metadata or {},
         "created_at": utcnow(),
     }
-    await conn.execute(insert(threads).values(**values))
+    await conn.execute(_INSERT, [values])  # parameters, not .values(): compiled once
     return {"object": "thread", **{k: v for k, v in values.items() if k != "org_id"}}
 
 

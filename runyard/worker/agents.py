@@ -50,6 +50,10 @@ class RunState:
     unsaved: bool = False
     """The conversation holds tool results or an answer no checkpoint has yet."""
     journal: dict[str, journal.Entry] = field(default_factory=dict)
+    start: Any = None
+    """Where this attempt started (`resume.Start`)."""
+    claimed_pending: list[str] | None = None
+    """The follow-ups the claimed row held: the first look at the queue needs no read."""
     """The tool calls this attempt journaled: all there is on a first attempt, so it reads none."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai.exceptions import AgentRunError, UserError
+from pydantic_ai.messages import ModelMessage
 from pydantic_ai.tools import DeferredToolRequests
 
 from ..config import Settings
@@ -24,13 +25,13 @@ from ..store.db import Store, Tx
 from ..store.errors import LeaseLost, is_unavailable
 from ..store.events import Fence, NewEvent
 from ..store.journal import JournalMismatch
-from ..store.outcomes import ClaimedRun
+from ..store.outcomes import ClaimedRun, FollowUpsQueued
 from .agents import RunDeps, RunState, agent_for, declared_tools, tool_names
 from .humans import plan_wait, remembered_tools, waits_for
 from .models import ModelError, load_routes, resolve_model
 from .resume import prepare, take_follow_ups
 from .turns import checkpoint_of, jsonable, run_turn
-from .writer import EventWriter
+from .writer import EventWriter, Flusher
 
 __all__ = [
     "Abandoned",
@@ -82,6 +83,8 @@ class Completed:
     output: Any
     checkpoint: Checkpoint | None
     """The final conversation; None when the saved checkpoint already is."""
+    messages: list[ModelMessage] | None = None
+    """That conversation, to go on from if follow-ups turn out to be queued."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +122,25 @@ class Abandoned:
 Outcome = Completed | Paused | Failed | Cancelled | Released | Abandoned
 
 
-async def execute(store: Store, settings: Settings, handle: RunHandle) -> None:
-    """Run one claimed run to its outcome (an end, a pause, a cancel, a shutdown, or a lost lease)."""
+async def execute(store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None = None) -> None:
+    """Run one claimed run to its outcome (an end, a pause, a cancel, a shutdown, or a lost lease).
+
+    `flusher`: the worker's, shared by all its runs (default: one for this run alone)."""
     run = handle.run
-    writer = EventWriter(store, run.id, run.fence, flush_interval=settings.flush_interval)
-    state = RunState(usage=dict(run.usage))
+    own = flusher is None
+    flusher = flusher or Flusher(store, settings.flush_interval)
+    writer = EventWriter(store, run.id, run.fence, flusher=flusher)
+    state = RunState(usage=dict(run.usage), claimed_pending=run.pending_messages)
     try:
         outcome = await _classify(store, settings, run, writer, state, handle)
-        await _persist(outcome, writer, run, state)
+        while True:
+            try:
+                await _persist(outcome, writer, run, state)
+                break
+            except FollowUpsQueued:
+                # Messages came in while the model wrote its answer: one more turn takes them.
+                assert isinstance(outcome, Completed) and outcome.messages is not None
+                outcome = await _classify(store, settings, run, writer, state, handle, then=outcome.messages)
     except LeaseLost:
         pass  # another attempt owns the run now: it writes, this one stops
     except asyncio.CancelledError:
@@ -137,14 +151,23 @@ async def execute(store: Store, settings: Settings, handle: RunHandle) -> None:
         await writer.settle()
     finally:
         writer.close()
+        if own:
+            flusher.close()
 
 
 async def _classify(
-    store: Store, settings: Settings, run: ClaimedRun, writer: EventWriter, state: RunState, handle: RunHandle
+    store: Store,
+    settings: Settings,
+    run: ClaimedRun,
+    writer: EventWriter,
+    state: RunState,
+    handle: RunHandle,
+    *,
+    then: list[ModelMessage] | None = None,
 ) -> Outcome:
     """How the agent loop ended, as one outcome: the only place errors and cancels are sorted."""
     try:
-        return await _drive(store, settings, run, writer, state)
+        return await _drive(store, settings, run, writer, state, then=then)
     except asyncio.CancelledError:
         if handle.cancel_reason is None:
             raise
@@ -178,8 +201,11 @@ async def _persist(outcome: Outcome, writer: EventWriter, run: ClaimedRun, state
     try:
         match outcome:
             case Completed(output=output, checkpoint=saved):
+                delivered = state.delivered
                 await writer.commit(
-                    lambda tx, new: outcomes.complete(tx, run, new, output=output, usage=usage, checkpoint=saved)
+                    lambda tx, new: outcomes.complete(
+                        tx, run, new, output=output, usage=usage, checkpoint=saved, delivered=delivered
+                    )
                 )
             case Paused(waits=waits, checkpoint=saved):
                 await writer.commit(
@@ -191,7 +217,7 @@ async def _persist(outcome: Outcome, writer: EventWriter, run: ClaimedRun, state
                 await writer.commit(lambda tx, new: outcomes.release(tx, run, new, usage=usage, reason=reason))
             case Failed(error=error):
                 await _fail(writer, run, error, usage)
-    except LeaseLost:
+    except (LeaseLost, FollowUpsQueued):
         raise
     except Exception as exc:
         if isinstance(outcome, Failed) or is_unavailable(exc):
@@ -217,21 +243,30 @@ async def _fail(writer: EventWriter, run: ClaimedRun, error: str, usage: dict[st
 
 
 async def _drive(
-    store: Store, settings: Settings, run: ClaimedRun, writer: EventWriter, state: RunState
+    store: Store,
+    settings: Settings,
+    run: ClaimedRun,
+    writer: EventWriter,
+    state: RunState,
+    *,
+    then: list[ModelMessage] | None = None,
 ) -> Completed | Paused:
-    """Run the agent loop from the checkpoint (or the task) until it answers or pauses for humans."""
+    """Run the agent loop from the checkpoint (or the task) until it answers or pauses for humans;
+    `then`: go on from this conversation with the follow-ups queued since it ended."""
     resolved = resolve_model(
         run.model,
         run.config.get("script"),
         load_routes(str(settings.routes) if settings.routes else None),
         task=run.original_prompt,
     )
-    start = await prepare(store, run, state)
-    if start.fresh:
+    # Going on after follow-ups: from where this attempt started, not a second read of it.
+    start = state.start if then is not None else await prepare(store, run, state)
+    state.start = start
+    if start.fresh and then is None:
         # The tools the run may use (in plan mode they stay hidden until the plan is approved).
         writer.emit("tools.declared", {"tools": declared_tools(tool_names(run))})
-    if start.answer is not None:
-        return Completed(start.answer, None)  # the saved checkpoint already ends with this answer
+    if start.answer is not None and then is None:
+        return Completed(start.answer, None, start.history)  # the saved checkpoint already ends with this answer
     names = tool_names(run, planning=start.planning)
     mode = run.options.permission_mode
     deps = RunDeps(
@@ -245,28 +280,27 @@ async def _drive(
     )
     agent = agent_for(run, names)
     history, prompt, deferred = start.history, start.prompt, start.deferred
-    while True:
-        state.answered = frozenset(deferred.calls) if deferred is not None else frozenset()
-        async with agent.iter(
-            prompt,
-            message_history=history,
-            model=resolved.model,
-            deps=deps,
-            deferred_tool_results=deferred,
-            instructions=start.instructions,
-        ) as agent_run:
-            await run_turn(agent_run, deps)
-        assert agent_run.result is not None
-        messages, output = agent_run.all_messages(), agent_run.result.output
-        if isinstance(output, DeferredToolRequests):
-            return Paused(waits_for(output, run), checkpoint_of(messages, state))
-        if start.planning:
-            return Paused([plan_wait(str(output), run)], checkpoint_of(messages, state))
-        # Messages appended while the model answered its last step start one more turn.
-        follow_up = await take_follow_ups(store, run, state)
-        if not follow_up:
-            return Completed(jsonable(output), checkpoint_of(messages, state))
-        history, prompt, deferred = messages, follow_up, None
+    if then is not None:
+        history, prompt, deferred = then, await take_follow_ups(store, run, state), None
+    state.answered = frozenset(deferred.calls) if deferred is not None else frozenset()
+    async with agent.iter(
+        prompt,
+        message_history=history,
+        model=resolved.model,
+        deps=deps,
+        deferred_tool_results=deferred,
+        instructions=start.instructions,
+    ) as agent_run:
+        await run_turn(agent_run, deps)
+    assert agent_run.result is not None
+    messages, output = agent_run.all_messages(), agent_run.result.output
+    if isinstance(output, DeferredToolRequests):
+        return Paused(waits_for(output, run), checkpoint_of(messages, state))
+    if start.planning:
+        return Paused([plan_wait(str(output), run)], checkpoint_of(messages, state))
+    # Messages queued while the model answered its last step start one more turn: completing
+    # checks the queue under the run's lock (`FollowUpsQueued`), so no read is needed here.
+    return Completed(jsonable(output), checkpoint_of(messages, state), messages)
 
 
 def _error_text(exc: BaseException) -> str:

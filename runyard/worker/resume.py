@@ -64,7 +64,7 @@ async def prepare(store: Store, run: ClaimedRun, state: RunState) -> Start:
         if run.attempt > 1:
             saved = await checkpoints.load(conn, run.org_id, run.id)
             waits = await waits_store.for_run(conn, run.org_id, run.id)
-        if saved is None and options.history:
+        if saved is None and options.history and not run.config.get("opens_thread"):
             earlier = await threads.conversations(
                 conn, run.org_id, run.thread_id, before_run=run.id, terminal_only=True
             )
@@ -97,8 +97,11 @@ async def prepare(store: Store, run: ClaimedRun, state: RunState) -> Start:
 
 async def take_follow_ups(store: Store, run: ClaimedRun, state: RunState) -> str:
     """Follow-up messages not yet given to the model; they leave the queue with the next checkpoint."""
-    async with store.read() as conn:
-        pending = await runs_store.pending_messages(conn, run.org_id, run.id)
+    if state.claimed_pending is not None:
+        pending, state.claimed_pending = state.claimed_pending, None
+    else:
+        async with store.read() as conn:
+            pending = await runs_store.pending_messages(conn, run.org_id, run.id)
     fresh = pending[state.delivered :]
     state.delivered = len(pending)
     return "\n\n".join(fresh)

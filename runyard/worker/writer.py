@@ -1,8 +1,10 @@
 """The one writer of a running run's events: buffers token deltas, flushes in batches.
 
-Deltas are held at most `flush_interval` (10 ms) and committed together; every other write
-(checkpoint, tool journal, the run's outcome) takes the buffer into its own transaction, so
-seq order is always the order things happened in. One writer per run keeps invariant 1.
+Deltas are held at most `flush_interval` (10 ms), then the worker's `Flusher` commits the
+buffers of all its runs together: one transaction (one locking read, one insert, one update)
+for every run with something buffered, each fenced on its own. Every other write
+(checkpoint, tool journal, the run's outcome) takes its run's buffer into its own transaction,
+so seq order is always the order things happened in. One writer per run keeps invariant 1.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any, TypeVar
 
 from ..store import events
 from ..store.db import Store, Tx
+from ..store.errors import LeaseLost
 from ..store.events import Fence, NewEvent
 
-__all__ = ["EventWriter"]
+__all__ = ["EventWriter", "Flusher"]
 
 T = TypeVar("T")
 
@@ -30,33 +33,83 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+class Flusher:
+    """Commits the buffered events of many runs in one transaction, once per interval."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._due: dict[EventWriter, None] = {}  # insertion-ordered set
+        self._timer: asyncio.Task[None] | None = None
+
+    def schedule(self, writer: EventWriter) -> None:
+        self._due[writer] = None
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+
+    def forget(self, writer: EventWriter) -> None:
+        self._due.pop(writer, None)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.interval)
+        self._timer = None
+        writers = list(self._due)
+        self._due.clear()
+        await self.flush(writers)
+
+    async def flush(self, writers: list[EventWriter]) -> None:
+        """One transaction for every writer's buffer; a writer busy committing waits for the next round."""
+        held: list[tuple[EventWriter, int]] = []
+        for writer in writers:
+            if writer._error is not None or not writer._buffer:
+                continue
+            if writer._lock.locked():
+                self.schedule(writer)  # its own commit is running: what it leaves goes next time
+                continue
+            await writer._lock.acquire()  # free: taken at once, nothing else runs meanwhile
+            held.append((writer, len(writer._buffer)))
+        if not held:
+            return
+        try:
+            appends = [events.Append(w.run_id, w._buffer[:n], fence=w.fence) for w, n in held]
+            async with self.store.tx() as tx:
+                results = await events.append_many(tx, appends, lost_ok=True)
+            for (writer, taken), result in zip(held, results, strict=True):
+                if isinstance(result, LeaseLost):
+                    writer._error = result  # surfaced on the run's next emit or commit
+                else:
+                    del writer._buffer[:taken]
+        except Exception as exc:
+            # The batch failed as a whole: each run sees it, as if its own flush had failed.
+            for writer, _ in held:
+                writer._error = exc
+        finally:
+            for writer, _ in held:
+                writer._lock.release()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class EventWriter:
-    def __init__(self, store: Store, run_id: str, fence: Fence, *, flush_interval: float) -> None:
+    def __init__(self, store: Store, run_id: str, fence: Fence, *, flusher: Flusher) -> None:
         self.store = store
         self.run_id = run_id
         self.fence = fence
-        self.flush_interval = flush_interval
+        self.flusher = flusher
         self._buffer: list[NewEvent] = []
         self._lock = asyncio.Lock()
-        self._timer: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
 
     def emit(self, type_: str, data: dict[str, Any]) -> None:
-        """Queue an event; it is committed within `flush_interval`."""
+        """Queue an event; it is committed within the flusher's interval."""
         if self._error is not None:
             raise self._error
         self._buffer.append((type_, data))
-        if self._timer is None:
-            self._timer = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.flush_interval)
-        self._timer = None
-        try:
-            await self.flush()
-        except BaseException as exc:  # surfaced on the executor's next emit or flush
-            self._error = exc
+        self.flusher.schedule(self)
 
     async def flush(
         self,
@@ -108,6 +161,4 @@ class EventWriter:
         self._error = None
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.flusher.forget(self)
