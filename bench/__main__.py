@@ -80,9 +80,11 @@ class Server:
         self.proc = ServerProcess(f"sqlite+aiosqlite:///{tmp}/bench.db", env=env or {}).start(tmp)
         assert self.proc.proc is not None
         self.pid = self.proc.proc.pid
+        self.agents = 0
 
     def agent(self, script: list[dict[str, Any]] | None, **extra: Any) -> str:
-        body: dict[str, Any] = {"name": "bench", "instructions": "bench", **extra}
+        self.agents += 1
+        body: dict[str, Any] = {"name": f"bench-{self.agents}", "instructions": "bench", **extra}
         if script is not None:
             body["metadata"] = {"script": script}
         r = httpx.post(f"{self.proc.base_url}/v1/agents", json=body, headers=HEADERS, timeout=10)

@@ -25,9 +25,13 @@ READ_BATCH = 1000
 
 
 def format_events(batch: list[dict[str, Any]]) -> bytes:
+    # Envelopes fresh from an append carry their JSON already (`events.Envelope`); read ones do not.
     return "".join(
-        f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n" for e in batch
+        f"id: {e['seq']}\nevent: {e['type']}\ndata: {getattr(e, 'json', None) or _dumps(e)}\n\n" for e in batch
     ).encode()
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 async def event_stream(

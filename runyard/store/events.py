@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Text, bindparam, cast, insert, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ClauseElement
 
 from ..domain import RunStatus
@@ -24,6 +25,7 @@ from .schema import events, runs
 __all__ = [
     "TRANSITIONS",
     "Append",
+    "Envelope",
     "Fence",
     "NewEvent",
     "append",
@@ -171,15 +173,12 @@ async def append_many(
             if a.to in _STAMP:
                 values[_STAMP[a.to]] = now
         seq = next_seq[a.run_id] if a.run_id in next_seq else int(row.last_seq)
-        envelopes = [
-            {"seq": seq + i, "run_id": a.run_id, "type": type_, "data": data, "created_at": created_at}
-            for i, (type_, data) in enumerate(a.new, start=1)
-        ]
+        envelopes = []
+        for i, (type_, data) in enumerate(a.new, start=1):
+            encoded = _dumps(data)
+            envelopes.append(Envelope.of(seq + i, a.run_id, type_, data, encoded, created_at))
+            inserts.append({"run_id": a.run_id, "seq": seq + i, "type": type_, "data": encoded, "created_at": now})
         if envelopes:
-            inserts.extend(
-                {"run_id": a.run_id, "seq": e["seq"], "type": e["type"], "data": e["data"], "created_at": now}
-                for e in envelopes
-            )
             next_seq[a.run_id] = values["last_seq"] = envelopes[-1]["seq"]
             tx.publish_after_commit(f"run:{a.run_id}", envelopes)
         if any(isinstance(v, ClauseElement) for v in values.values()):
@@ -191,7 +190,7 @@ async def append_many(
             ended.append((a.run_id, getattr(row, "thread_id", None)))
         results.append(envelopes)
     if inserts:
-        await tx.conn.execute(_INSERT, inserts)
+        await tx.conn.execute(_insert(tx.store.dialect), inserts)
     for columns, params in updates.items():
         await tx.conn.execute(_update(columns), params)
     for run_id, thread_id in ended:
@@ -218,7 +217,45 @@ _LOCK_ONE = select(*_LOCKED).where(runs.c.id == bindparam("run_id")).with_for_up
 _LOCK_MANY = (
     select(*_LOCKED).where(runs.c.id.in_(bindparam("run_ids", expanding=True))).order_by(runs.c.id).with_for_update()
 )
-_INSERT = insert(events)
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert(dialect: str) -> Any:
+    """The events INSERT, its `data` given as JSON text already encoded (once, for the log and the envelope)."""
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:
+        data: Any = bindparam("data", type_=Text)
+        if dialect == "postgresql":
+            data = cast(data, JSONB)
+        stmt = _INSERTS[dialect] = insert(events).values(
+            run_id=bindparam("run_id"),
+            seq=bindparam("seq"),
+            type=bindparam("type"),
+            data=data,
+            created_at=bindparam("created_at"),
+        )
+    return stmt
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class Envelope(dict[str, Any]):
+    """An event as readers get it, `{seq, run_id, type, data, created_at}`, with its JSON
+    rendered once when appended: the SSE stream of every client sends `json` as is."""
+
+    json: str
+
+    @classmethod
+    def of(cls, seq: int, run_id: str, type_: str, data: Any, encoded: str, created_at: str) -> Envelope:
+        envelope = cls(seq=seq, run_id=run_id, type=type_, data=data, created_at=created_at)
+        # Ids and event types are plain ASCII identifiers: quoting them needs no escaping.
+        envelope.json = (
+            f'{{"seq":{seq},"run_id":"{run_id}","type":"{type_}","data":{encoded},"created_at":"{created_at}"}}'
+        )
+        return envelope
+
+
 _QUEUED_ON_THREAD = (
     select(runs.c.id)
     .where(runs.c.thread_id == bindparam("thread_id"), runs.c.status == RunStatus.PENDING.value)
