@@ -112,13 +112,21 @@ async def renew_many(
         return {}
     worker_ids = {f.worker_id for f in fences.values()}
     assert len(worker_ids) == 1, "one worker renews its own runs"
-    result = await tx.conn.execute(
-        update(runs)
+    # Rows locked in id order, as every many-run write locks them (`events.append_many`): two
+    # such transactions on PostgreSQL cannot then wait on each other (a deadlock).
+    held = (
+        select(runs.c.id)
         .where(
-            runs.c.id.in_(list(fences)),
+            runs.c.id.in_(sorted(fences)),
             runs.c.worker_id == worker_ids.pop(),
             runs.c.status == RunStatus.RUNNING.value,
         )
+        .order_by(runs.c.id)
+        .with_for_update()
+    )
+    result = await tx.conn.execute(
+        update(runs)
+        .where(runs.c.id.in_(held.scalar_subquery()))
         .values(lease_until=_clock(tx, now) + lease_seconds)
         .returning(runs.c.id, runs.c.attempt, runs.c.cancel_requested)
     )
