@@ -7,6 +7,7 @@ machine disturbs least. In the same run, `bench/floor.py` does the same work wit
 pydantic-ai loop (no HTTP, no database); overhead = server CPU per run − floor CPU per run.
 
     python -m bench [scenario ...]      (default: all; `python -m bench.scale` for 1 M runs)
+    RUNYARD_BENCH_AGAINST=../old python -m bench    (the same table for another checkout's server)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from support.servers import ADMIN_KEY, ServerProcess  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+AGAINST = os.environ.get("RUNYARD_BENCH_AGAINST", "")
+"""A path to another checkout of Runyard: its server is measured instead of this one's."""
 
 
 class Row:
@@ -77,7 +80,17 @@ class Server:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="runyard-bench-"))
-        self.proc = ServerProcess(f"sqlite+aiosqlite:///{tmp}/bench.db", env=env or {}).start(tmp)
+        env = dict(env or {})
+        here = Path.cwd()
+        if AGAINST:
+            # Another checkout's server (before/after figures in one run): its package first on the
+            # path, started outside this checkout so the current directory does not shadow it.
+            env["PYTHONPATH"] = AGAINST
+            os.chdir(tmp)
+        try:
+            self.proc = ServerProcess(f"sqlite+aiosqlite:///{tmp}/bench.db", env=env).start(tmp)
+        finally:
+            os.chdir(here)
         assert self.proc.proc is not None
         self.pid = self.proc.proc.pid
         self.agents = 0
@@ -299,7 +312,8 @@ def main(argv: list[str]) -> None:
     unknown = set(names) - set(SCENARIOS) - set(CLUSTER_SCENARIOS)
     if unknown:
         sys.exit(f"unknown scenario(s) {sorted(unknown)}; choose from {[*SCENARIOS, *CLUSTER_SCENARIOS]}")
-    print(f"Runyard benchmarks: scripted model, {os.cpu_count()} cores; server CPU from /proc", flush=True)
+    against = f"; server from {AGAINST}" if AGAINST else ""
+    print(f"Runyard benchmarks: scripted model, {os.cpu_count()} cores; server CPU from /proc{against}", flush=True)
     for name in names:
         print(f"[{name}]", flush=True)
         if name in CLUSTER_SCENARIOS:
