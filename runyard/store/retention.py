@@ -24,6 +24,7 @@ from sqlalchemy import delete, select, tuple_
 
 from ..domain import RunStatus
 from .db import Conn, Tx, utcnow
+from .ids import first_id_at
 from .schema import checkpoints, events, idempotency_keys, runs, tool_calls, waits
 
 __all__ = ["BATCH", "BATCHES_PER_REAP", "cutoffs", "purge"]
@@ -42,17 +43,6 @@ _ENDED_AT = {
     RunStatus.CANCELLED: runs.c.cancelled_at,
 }
 """Each terminal status and the stamp the state machine sets when a run reaches it."""
-
-_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def _first_id_at(prefix: str, when: datetime) -> str:
-    """The smallest id `ids.new_id` can make at `when` (its millisecond, zero random bits):
-    every id made earlier sorts before it."""
-    value = int(when.timestamp() * 1000) << 80
-    chars = [_ID_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5)]
-    return f"{prefix}_{''.join(chars)}"
-
 
 # Children before the run: `waits.run_id` has a foreign key to `runs`; the other three are
 # keyed by run_id without one.
@@ -98,7 +88,7 @@ async def purge(
 
 async def _ended_runs(conn: Conn, before: datetime, limit: int) -> list[str]:
     """Up to `limit` ids of terminal runs that ended before `before`, oldest first per status."""
-    created_before = _first_id_at("run", before)
+    created_before = first_id_at("run", before)
     found: list[str] = []
     for status, ended_at in _ENDED_AT.items():
         query = (

@@ -15,7 +15,7 @@ from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, Ru
 from . import agents, events, threads, waits
 from .db import Conn, Tx, utcnow
 from .errors import Conflict, IdempotencyConflict, NotFound
-from .ids import new_id
+from .ids import first_id_at, new_id
 from .pages import finish, metadata_matches, page
 from .schema import idempotency_keys, runs
 
@@ -267,7 +267,10 @@ async def list_(
     if created_after is not None:
         query = query.where(runs.c.created_at > created_after)
     if created_before is not None:
-        query = query.where(runs.c.created_at < created_before)
+        # A run's id is minted just before its created_at, so the bound also holds for ids: the
+        # newest-first scan then starts at the bound instead of walking down to it.
+        upper = first_id_at("run", created_before + timedelta(milliseconds=1))
+        query = query.where(runs.c.created_at < created_before, runs.c.id < upper)
     query, ascending = page(query, runs, limit=limit, before=before, after=after)
     rows, has_more, cursor = finish(list(await conn.execute(query)), limit=limit, ascending=ascending)
     return [to_dict(r) for r in rows], has_more, cursor

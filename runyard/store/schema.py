@@ -181,6 +181,8 @@ runs = Table(
     Index(None, "org_id", "id"),
     Index(None, "org_id", "thread_id", "id"),
     Index(None, "org_id", "agent_id", "id"),
+    # Lists filtered by end user (newest first); without it a rare user scans the org's runs.
+    Index(None, "org_id", "user_id", "id"),
     # The claim scans pending runs oldest first; keep this index in step with its ORDER BY.
     Index("ix_runs_claim", "status", "id"),
     # The claim's per-thread ordering check looks up older runs of the same thread.
@@ -271,4 +273,5 @@ idempotency_keys = Table(
     Column("run_id", String(40), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("org_id", "key"),
+    Index(None, "created_at"),  # the retention purge finds expired keys by age
 )
