@@ -18,7 +18,7 @@ $(RUN_STAMP): pyproject.toml | $(PY)
 
 # Tests and lint add their tools on top.
 $(DEV_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[redis,test,lint]'
+	$(PY) -m pip install -q -e '.[redis,test,lint,aiohttp]'
 	@touch $@ $(RUN_STAMP)
 
 ## Start Runyard on SQLite with the offline model at http://127.0.0.1:8321

@@ -133,10 +133,13 @@ async def answer(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def sdk(spec: dict[str, Any]) -> dict[str, Any]:
     """(h) the Python SDK's own cost: `create_and_wait` with `concurrency` in flight."""
-    from runyard import AsyncRunyard
+    from runyard import AsyncRunyard, DefaultAioHttpClient
 
     n, width = spec["n"], spec["concurrency"]
-    async with AsyncRunyard(api_key=spec["key"], base_url=f"http://127.0.0.1:{spec['port']}") as client:
+    http = DefaultAioHttpClient() if spec.get("transport") == "aiohttp" else None
+    async with AsyncRunyard(
+        api_key=spec["key"], base_url=f"http://127.0.0.1:{spec['port']}", http_client=http
+    ) as client:
         await client.runs.create_and_wait("warm", agent_id=spec["agent_id"])
         todo = iter(range(n))
 

@@ -18,7 +18,7 @@ Importing this package loads only httpx, pydantic and the shared models of `runy
 
 from ._version import __version__
 from .client.accumulator import RunAccumulator
-from .client.client import AsyncRunyard, Runyard
+from .client.client import AsyncRunyard, DefaultAioHttpClient, Runyard
 from .client.exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -58,6 +58,7 @@ __all__ = [  # noqa: RUF022
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "DefaultAioHttpClient",
     "Event",
     "InternalServerError",
     "Memory",

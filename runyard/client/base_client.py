@@ -11,9 +11,8 @@ attempt, `Retries` decides whether to try again, and when:
   not be opened, are retried with backoff, up to `max_retries` times, for any request;
 - a failure after the request went out (a reset, a read timeout) is retried the same way only
   when the request is idempotent: a GET, or a call that carries an `Idempotency-Key`;
-- an idempotent request whose connection fails before any response byte, as a pooled
-  keep-alive connection does when the server has just closed it, is retried once at once,
-  outside `max_retries`: the fault is the pool's, not the server's.
+- an idempotent request whose connection fails before any response byte (a pooled keep-alive
+  connection the server just closed) is retried once at once, outside `max_retries`.
 """
 
 from __future__ import annotations
@@ -42,6 +41,8 @@ __all__ = ["AsyncAPIClient", "BaseClient", "RequestOptions", "Retries", "SyncAPI
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8321"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+# openai-python's: httpx's (100, 20) made 200 calls in flight cost 23 ms of CPU each, not 7.
+CONNECTION_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 """Per-request timeout; long polls raise the read timeout above their own wait."""
 DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY = 0.5
@@ -252,36 +253,55 @@ class BaseClient:
             base_url = os.environ.get("RUNYARD_BASE_URL") or DEFAULT_BASE_URL
         if api_key is None:
             api_key = os.environ.get("RUNYARD_API_KEY")
+        self._default_headers = dict(default_headers or {})
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
-        """The server's root URL (without `/v1`)."""
-        self.api_key = api_key
-        """The bearer key sent on every call (`RUNYARD_API_KEY` when not given)."""
+        self.api_key = api_key  # after `_default_headers`: setting it builds the headers of every call
         self.timeout = timeout
         """The default per-request timeout."""
         self.max_retries = max_retries
         """How many times a failed call is retried with backoff (default 2); see the module docstring."""
-        self._default_headers = dict(default_headers or {})
 
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    @property
+    def base_url(self) -> httpx.URL:
+        """The server's root URL (without `/v1`)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value: httpx.URL) -> None:
+        self._base_url = value
+        # Joined to a base ending in "/", a relative path is appended: concatenating skips `URL.join`'s parses.
+        self._url_prefix = str(value).rstrip("/") + "/"
+
+    @property
+    def api_key(self) -> str | None:
+        """The bearer key sent on every call (`RUNYARD_API_KEY` when not given)."""
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._api_key = value
+        self._headers = self._base_headers()
 
     def _base_headers(self) -> dict[str, str]:
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         return {
             "Accept": "application/json",
             "User-Agent": f"runyard-python/{__version__}",
-            **self._auth_headers(),
+            **auth,
             **self._default_headers,
         }
 
     def _build_request(self, client: httpx.Client | httpx.AsyncClient, options: RequestOptions) -> httpx.Request:
-        headers = {**self._base_headers(), **options.headers}
+        headers = self._headers  # built once, and again when `api_key` changes
         if options.idempotency_key is not None:
-            headers["Idempotency-Key"] = options.idempotency_key
+            headers = {**headers, **options.headers, "Idempotency-Key": options.idempotency_key}
+        elif options.headers:
+            headers = {**headers, **options.headers}
         params = {key: value for key, value in (options.params or {}).items() if value is not NOT_GIVEN}
         timeout = self.timeout if isinstance(options.timeout, NotGiven) else options.timeout
         return client.build_request(
             options.method,
-            self.base_url.join(options.path.lstrip("/")),
+            self._url_prefix + options.path.lstrip("/"),
             params=params or None,
             json=options.json,
             headers=headers,
@@ -322,7 +342,7 @@ class SyncAPIClient(BaseClient):
             max_retries=max_retries,
             default_headers=default_headers,
         )
-        self._http = http_client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._http = http_client or httpx.Client(timeout=timeout, follow_redirects=True, limits=CONNECTION_LIMITS)
 
     def request(self, options: RequestOptions, *, stream: bool = False) -> httpx.Response:
         """Send `options`, retrying as the module docstring says; return a successful response.
@@ -411,7 +431,7 @@ class AsyncAPIClient(BaseClient):
             max_retries=max_retries,
             default_headers=default_headers,
         )
-        self._http = http_client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        self._http = http_client or httpx.AsyncClient(timeout=timeout, follow_redirects=True, limits=CONNECTION_LIMITS)
 
     async def request(self, options: RequestOptions, *, stream: bool = False) -> httpx.Response:
         """Send `options`, retrying as the module docstring says; return a successful response.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,7 +30,13 @@ from .resources import (
 )
 from .resources.run_params import SSE_HEADERS
 
-__all__ = ["AsyncRunyard", "Runyard"]
+if TYPE_CHECKING:
+    from .aiohttp_transport import AiohttpTransport
+
+__all__ = ["AsyncRunyard", "DefaultAioHttpClient", "Runyard"]
+
+_HTTPX_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+"""httpx's own default pool limits, the default of `DefaultAioHttpClient` too."""
 
 
 def _event_stream_options(run_id: str, after_seq: int) -> RequestOptions:
@@ -115,7 +123,8 @@ class AsyncRunyard(AsyncAPIClient):
         run = await client.runs.create_and_wait("Hi!", agent_id="agt_...")
     ```
 
-    The arguments are those of `Runyard` (`http_client` is an `httpx.AsyncClient`).
+    The arguments are those of `Runyard` (`http_client` is an `httpx.AsyncClient`). With many
+    calls in flight, `http_client=DefaultAioHttpClient()` costs less CPU per call.
     """
 
     agents: AsyncAgents
@@ -158,3 +167,67 @@ class AsyncRunyard(AsyncAPIClient):
 
     def __repr__(self) -> str:
         return f"AsyncRunyard(base_url={str(self.base_url)!r})"
+
+
+def _aiohttp_transport() -> type[AiohttpTransport]:
+    # Imported when a `DefaultAioHttpClient` is made, so that `import runyard` does not load aiohttp.
+    try:
+        from .aiohttp_transport import AiohttpTransport
+    except ImportError as exc:
+        raise RuntimeError(
+            "DefaultAioHttpClient needs aiohttp: install the extra with `pip install 'runyard[aiohttp]'`"
+        ) from exc
+    return AiohttpTransport
+
+
+class DefaultAioHttpClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` that sends over aiohttp: the cheaper transport with many calls in flight.
+
+    It needs the `aiohttp` extra (`pip install 'runyard[aiohttp]'`). Pass it as `http_client`:
+
+    ```python
+    from runyard import AsyncRunyard, DefaultAioHttpClient
+
+    async with AsyncRunyard(http_client=DefaultAioHttpClient()) as client:
+        run = await client.runs.create_and_wait("Hi!", agent_id="agt_...")
+    ```
+
+    It takes the arguments of `httpx.AsyncClient`, with the SDK's defaults (a 60 s timeout,
+    5 s to connect, and redirects followed). Of `limits`, aiohttp uses `max_connections`
+    (default 100) and `keepalive_expiry`. HTTP/2 is not available over aiohttp.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        kwargs.setdefault("follow_redirects", True)
+        super().__init__(**kwargs)
+
+    def _init_transport(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = _HTTPX_LIMITS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> httpx.AsyncBaseTransport:
+        if transport is not None:
+            return transport
+        return _aiohttp_transport()(
+            verify=verify, cert=cert, trust_env=trust_env, http1=http1, http2=http2, limits=limits
+        )
+
+    def _init_proxy_transport(
+        self,
+        proxy: httpx.Proxy,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = _HTTPX_LIMITS,
+    ) -> httpx.AsyncBaseTransport:
+        return _aiohttp_transport()(
+            verify=verify, cert=cert, trust_env=trust_env, http1=http1, http2=http2, limits=limits, proxy=proxy
+        )

@@ -328,6 +328,26 @@ def test_request_options_drop_not_given_params() -> None:
     assert str(request.url) == "http://test/v1/agents?before=x"
 
 
+def test_requests_follow_a_changed_api_key_and_base_url() -> None:
+    # The headers of every call and the URL prefix are built once, and again when these change.
+    client = Runyard(base_url="http://test/prefix", api_key="k1", default_headers={"X-Team": "a"})
+    first = client._build_request(client._http, RequestOptions("GET", "/v1/runs/run_1"))
+    assert str(first.url) == "http://test/prefix/v1/runs/run_1"
+    assert (first.headers["authorization"], first.headers["x-team"]) == ("Bearer k1", "a")
+
+    client.api_key, client.base_url = "k2", httpx.URL("http://other/")
+    options = RequestOptions("POST", "/v1/runs", headers={"Accept": "text/event-stream"}, idempotency_key="key")
+    second = client._build_request(client._http, options)
+    assert str(second.url) == "http://other/v1/runs"
+    assert (second.headers["authorization"], second.headers["idempotency-key"]) == ("Bearer k2", "key")
+    assert second.headers["accept"] == "text/event-stream"
+
+    client.api_key = None
+    third = client._build_request(client._http, RequestOptions("GET", "/v1/runs"))
+    assert "authorization" not in third.headers and "idempotency-key" not in third.headers  # nothing leaked
+    assert third.headers["accept"] == "application/json"
+
+
 def test_streamed_events_are_the_domain_models() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=sse(*EVENTS, (5, "some.future_event", {})),
