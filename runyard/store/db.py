@@ -103,6 +103,9 @@ class InlineConnection:
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self.sync_connection.execute(statement, parameters)
 
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
+        return self.sync_connection.exec_driver_sql(statement, parameters)
+
     @asynccontextmanager
     async def begin_nested(self) -> AsyncIterator[None]:
         with self.sync_connection.begin_nested():
