@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-
-from runyard.bus import LocalBus
 from sqlalchemy import update
 
+from runyard.bus import LocalBus
 from runyard.store import agents, events, keys, queue, runs, schema
 from runyard.store.db import Store, create_engine
 from runyard.store.errors import LeaseLost
