@@ -8,7 +8,6 @@ client sees every event exactly once, in order, whatever the bus does.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,11 +26,8 @@ READ_BATCH = 1000
 def format_events(batch: list[dict[str, Any]]) -> bytes:
     # Envelopes fresh from an append carry their JSON already (`events.Envelope`); read ones do not.
     return "".join(
-        f"id: {e['seq']}\nevent: {e['type']}\ndata: {getattr(e, 'json', None) or _dumps(e)}\n\n" for e in batch
+        f"id: {e['seq']}\nevent: {e['type']}\ndata: {getattr(e, 'json', None) or events.dumps(e)}\n\n" for e in batch
     ).encode()
-
-
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 async def event_stream(

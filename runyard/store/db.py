@@ -21,11 +21,18 @@ if TYPE_CHECKING:
     from ..bus import Bus
     from ..config import Settings
 
-__all__ = ["Conn", "Engine", "InlineConnection", "Store", "Tx", "create_engine", "utcnow"]
+__all__ = ["Conn", "Engine", "InlineConnection", "Row", "Store", "Tx", "create_engine", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Row(dict[str, Any]):
+    """A row the store built itself (just inserted, or as a claim left it), read by attribute
+    like a result row, so no SELECT follows the write."""
+
+    __getattr__ = dict.__getitem__
 
 
 Engine = AsyncEngine | SyncEngine

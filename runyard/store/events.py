@@ -31,6 +31,7 @@ __all__ = [
     "append",
     "append_many",
     "check_transition",
+    "dumps",
     "iso",
     "lock",
     "read",
@@ -177,7 +178,7 @@ async def append_many(
         seq = next_seq[a.run_id] if a.run_id in next_seq else int(row.last_seq)
         envelopes = []
         for i, (type_, data) in enumerate(a.new, start=1):
-            encoded = _dumps(data)
+            encoded = dumps(data)
             envelopes.append(Envelope.of(seq + i, a.run_id, type_, data, encoded, created_at))
             inserts.append((a.run_id, seq + i, type_, encoded, stamp))
         if envelopes:
@@ -214,8 +215,8 @@ _LOCKED = (
 )
 # Built once: SQLAlchemy caches a statement's compiled form by its cache key, and building and
 # keying a statement per call was a good part of each append's cost.
-_LOCK_WITH_PENDING = select(*_LOCKED, runs.c.pending_messages).where(runs.c.id == bindparam("run_id")).with_for_update()
 _LOCK_ONE = select(*_LOCKED).where(runs.c.id == bindparam("run_id")).with_for_update()
+_LOCK_WITH_PENDING = _LOCK_ONE.add_columns(runs.c.pending_messages)
 _LOCK_MANY = (
     select(*_LOCKED).where(runs.c.id.in_(bindparam("run_ids", expanding=True))).order_by(runs.c.id).with_for_update()
 )
@@ -255,7 +256,8 @@ def _raw_insert(dialect: Any) -> tuple[str, Any]:
     return raw
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON: what the log stores and every SSE client is sent."""
 
 
 class Envelope(dict[str, Any]):

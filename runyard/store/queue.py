@@ -22,22 +22,16 @@ from sqlalchemy import bindparam, select, update
 
 from ..domain import RunStatus
 from . import events
-from .db import Tx, utcnow
+from .db import Row, Tx, utcnow
 from .events import Fence
 from .schema import ACTIVE, runs
 
-__all__ = ["Row", "claim", "decide", "reap_expired", "release", "renew_many"]
+__all__ = ["claim", "decide", "reap_expired", "release", "renew_many"]
 
 
 def _clock(tx: Tx, now: float | None) -> Any:
     # The database clock unless a test moves time (epoch seconds) instead of sleeping past leases.
     return tx.store.db_now() if now is None else now
-
-
-class Row(dict[str, Any]):
-    """A claimed run's row as the claim left it, read by attribute like a result row."""
-
-    __getattr__ = dict.__getitem__
 
 
 async def claim(

@@ -13,7 +13,7 @@ from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from ..config import get_settings
 from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
 from . import agents, events, threads, waits
-from .db import Conn, Tx, utcnow
+from .db import Conn, Row, Tx, utcnow
 from .errors import Conflict, IdempotencyConflict, NotFound
 from .ids import first_id_at, new_id
 from .pages import finish, metadata_matches, page
@@ -157,7 +157,7 @@ async def create(
     # Parameters rather than .values(): the compiled INSERT is cached instead of rebuilt per run.
     await conn.execute(_INSERT, [values])
     queued = await events.append(
-        tx, run_id, [("run.queued", {"agent_id": agent["id"], "thread_id": thread_id})], locked=_Row(values)
+        tx, run_id, [("run.queued", {"agent_id": agent["id"], "thread_id": thread_id})], locked=Row(values)
     )
     if idempotency_key is not None:
         await conn.execute(
@@ -167,7 +167,7 @@ async def create(
         )
     tx.publish_after_commit("queue", run_id)
     return to_dict(
-        _Row(
+        Row(
             {
                 **values,
                 "last_seq": queued[-1]["seq"],
@@ -180,12 +180,6 @@ async def create(
             }
         )
     )
-
-
-class _Row(dict[str, Any]):
-    """A just-inserted run as a row, so `to_dict` needs no SELECT after the INSERT."""
-
-    __getattr__ = dict.__getitem__
 
 
 async def _idempotent_run(conn: Conn, org_id: str, key: str, body_hash: str) -> dict[str, Any] | None:

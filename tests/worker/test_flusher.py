@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy import update
+from support.postgres import create_database, drop_database, url_of
 
 from runyard.bus import LocalBus
 from runyard.store import agents, events, keys, queue, runs, schema
@@ -22,27 +22,20 @@ from runyard.store.errors import LeaseLost
 from runyard.store.migrate import upgrade
 from runyard.worker.writer import EventWriter, Flusher
 
-PG = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    database = f"runyard_test_{secrets.token_hex(6)}"
-    if request.param == "sqlite":
+    database = await create_database() if request.param == "postgresql" else None
+    if database is None:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('flusher') / 'flusher.db'}"
     else:
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        await admin.close()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+        url = url_of(database)
     store = Store(create_engine(url), LocalBus())
     await upgrade(store.engine)
     yield store
     await store.close()
-    if request.param == "postgresql":
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
-        await admin.close()
+    if database is not None:
+        await drop_database(database)
 
 
 async def two_claimed_runs(store: Store) -> tuple[str, list[tuple[str, events.Fence]]]:
