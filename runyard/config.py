@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     http_get_allow_private: bool = False
     """Let `http_get` reach private and loopback addresses. Default false (refused)."""
 
+    files: str = "db"
+    """Where file content is kept: `db` (in the database) or `s3://bucket/prefix` (any S3-compatible
+    store; credentials and endpoint from the usual `AWS_*` variables). Default `db`."""
+    files_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Largest file a run may write or a caller upload. Default 10 MB."""
+    files_max_thread_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    """Total size of one thread's files. Default 100 MB."""
+    files_max_thread_files: int = Field(default=1000, ge=1)
+    """Files in one thread's workspace. Default 1,000."""
+    mcp_stdio: bool = False
+    """Allow agents to start stdio MCP servers (a command on the worker's machine). Default false."""
+    mcp_allow_private: bool = False
+    """Let MCP server URLs point at private and loopback addresses. Default false (refused)."""
+    mcp_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to connect to an MCP server, and to wait for one tool call. Default 30."""
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

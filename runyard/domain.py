@@ -22,10 +22,13 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Agent",
     "AnyEvent",
+    "ClientTool",
     "ErrorBody",
     "ErrorResponse",
     "Event",
     "EventType",
+    "File",
+    "MCPServer",
     "Memory",
     "Multitask",
     "PermissionMode",
@@ -101,6 +104,9 @@ EventType = Literal[
     "message.appended",
     "memory.saved",
     "memory.deleted",
+    "file.created",
+    "file.updated",
+    "file.deleted",
     "run.completed",
     "run.failed",
     "run.cancelled",
@@ -109,7 +115,7 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"run.completed", "run.failed", "run.cancelled"})
 SETTLING_EVENT_TYPES: frozenset[str] = TERMINAL_EVENT_TYPES | {"run.waiting"}
 """After one of these a long-poll has something to return: the run ended or waits for a human."""
-WaitKind = Literal["question", "approval", "input"]
+WaitKind = Literal["question", "approval", "input", "tool_result"]
 PermissionMode = Literal["autonomous", "approve_writes", "approve_all", "plan"]
 WaitTimeoutAction = Literal["deny", "fail"]
 Multitask = Literal["reject", "enqueue", "interrupt"]
@@ -166,6 +172,47 @@ class Usage(_Model):
     cost_usd: float | None = None
 
 
+class ClientTool(_Model):
+    """A tool the caller executes in its own process: the run waits (`tool_result`) for its result."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    output_schema: dict[str, Any] | None = None
+    """JSON Schema a posted output must match (422 otherwise); `parameters` is the arguments' schema."""
+
+
+class MCPServer(_Model):
+    """An MCP server: streamable HTTP (`url`) or stdio (`command`, if the operator allows it)."""
+
+    name: str
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    """Sent to the server; `${NAME}` is replaced from the worker's environment. Echoed redacted."""
+    allowed_tools: list[str] | None = None
+    require_approval: bool = False
+    """Every call of this server's tools waits for approval (with `human_in_the_loop`)."""
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    """The stdio server's environment; `${NAME}` is replaced from the worker's. Echoed redacted."""
+
+
+class File(_Model):
+    """A file of a thread's workspace (`run_id`: its last writer), or an upload not yet attached."""
+
+    id: str
+    object: Literal["file"] = "file"
+    thread_id: str | None = None
+    run_id: str | None = None
+    path: str
+    size: int
+    content_type: str
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class Agent(_Model):
     """An LLM with instructions and tools, the thing a run executes."""
 
@@ -179,6 +226,10 @@ class Agent(_Model):
     output_description: str | None = None
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+    message_template: str | None = None
+    """A Jinja2 template (sandboxed) rendered with a run's `variables` into its task."""
+    mcp_servers: list[MCPServer] = Field(default_factory=list)
+    client_tools: list[ClientTool] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
@@ -209,8 +260,11 @@ class Run(RunOptions, _Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     model: str
     tools: list[str] = Field(default_factory=list)
+    variables: dict[str, Any] | None = None
+    """The variables the task was rendered from (validated against the agent's `input_schema`)."""
+    output_schema: dict[str, Any] | None = None
     waiting_for: WaitKind | None = None
-    """What a `waiting` run waits for: `question`, `approval` or `input`."""
+    """What a `waiting` run waits for: `question`, `approval`, `input` or `tool_result`."""
     usage: Usage = Field(default_factory=Usage)
     duration_ms: int | None = None
     created_at: datetime
@@ -384,6 +438,18 @@ class MemorySaved(Event):
 
 class MemoryDeleted(Event):
     type: Literal["memory.deleted"] = "memory.deleted"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class FileCreated(Event):
+    type: Literal["file.created"] = "file.created"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class FileUpdated(Event):
+    type: Literal["file.updated"] = "file.updated"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class FileDeleted(Event):
+    type: Literal["file.deleted"] = "file.deleted"  # pyright: ignore[reportIncompatibleVariableOverride]
 
 
 class RunCompleted(Event):

@@ -24,6 +24,9 @@ FIELDS = (
     "output_description",
     "input_schema",
     "output_schema",
+    "message_template",
+    "mcp_servers",
+    "client_tools",
     "metadata",
 )
 
@@ -46,6 +49,8 @@ async def create(conn: Conn, org_id: str, fields: dict[str, Any]) -> dict[str, A
         "instructions": "",
         "model": "scripted",
         "tools": [],
+        "mcp_servers": [],
+        "client_tools": [],
         "metadata": {},
         **fields,
         "created_at": now,

@@ -71,6 +71,8 @@ def to_dict(row: Any) -> dict[str, Any]:
     run["object"] = "run"
     config = row.config
     run["tools"] = config.get("tools", [])
+    run["variables"] = row.variables
+    run["output_schema"] = config.get("output_schema")
     run["waiting_for"] = row.waiting_for
     for option, default in RUN_OPTION_DEFAULTS.items():
         run[option] = config.get(option, default)
@@ -94,11 +96,18 @@ async def create(
     multitask: str = "reject",
     idempotency_key: str | None = None,
     request_body: dict[str, Any] | None = None,
+    variables: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    client_tools: list[dict[str, Any]] | None = None,
+    files: list[str] | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
     `multitask` decides what happens when the thread already has an active run: `reject`
     (409), `enqueue` (this run starts when the others end), `interrupt` (cancel them first).
+    `message` is the task as given (already rendered from `variables` when the agent has a
+    template); `client_tools` add to (or replace by name) the agent's; `files` are uploads put
+    into the thread's workspace before the run starts.
     """
     conn = tx.conn
     body_hash = ""
@@ -127,8 +136,10 @@ async def create(
     config = {
         "instructions": agent["instructions"],
         "tools": list(agent["tools"] if tools is None else tools),
-        "output_schema": agent["output_schema"],
+        "output_schema": output_schema if output_schema is not None else agent["output_schema"],
         "script": metadata.get("script", agent["metadata"].get("script")),
+        "mcp_servers": agent.get("mcp_servers") or [],
+        "client_tools": _merge_by_name(agent.get("client_tools") or [], client_tools or []),
         **{k: v for k, v in (options or {}).items() if k in RUN_OPTION_DEFAULTS},
     }
     if opens_thread:
@@ -141,6 +152,7 @@ async def create(
         "thread_id": thread_id,
         "status": RunStatus.PENDING.value,
         "original_prompt": message,
+        "variables": variables,
         "config": config,
         "user_id": user_id,
         "metadata": metadata,
@@ -165,6 +177,10 @@ async def create(
                 org_id=org_id, key=idempotency_key, body_hash=body_hash, run_id=run_id, created_at=utcnow()
             )
         )
+    if files:
+        from . import files as files_store
+
+        await files_store.attach(tx, org_id, file_ids=files, thread_id=thread_id, run_id=run_id)
     tx.publish_after_commit("queue", run_id)
     return to_dict(
         Row(
@@ -180,6 +196,12 @@ async def create(
             }
         )
     )
+
+
+def _merge_by_name(base: list[dict[str, Any]], extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged = {t["name"]: t for t in base}
+    merged.update({t["name"]: t for t in extra})
+    return list(merged.values())
 
 
 async def _idempotent_run(conn: Conn, org_id: str, key: str, body_hash: str) -> dict[str, Any] | None:
@@ -316,7 +338,7 @@ async def append_message(tx: Tx, org_id: str, run_id: str, message: str) -> dict
 
 
 async def reply(
-    tx: Tx, org_id: str, run_id: str, message: str, *, resolved_by: str | None = None
+    tx: Tx, org_id: str, run_id: str, message: str, *, resolved_by: str | None = None, files: list[str] | None = None
 ) -> tuple[dict[str, Any], bool]:
     """A follow-up to an ended run: a new run on its thread and agent, with its options
     (`(new_run, True)`). A reply to a waiting run answers it as free input (`(run, False)`)."""
@@ -339,5 +361,7 @@ async def reply(
         user_id=run["user_id"],
         metadata={},
         options={k: run[k] for k in RUN_OPTION_DEFAULTS},
+        output_schema=run["output_schema"],
+        files=files,
     )
     return new, True

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -37,10 +38,13 @@ __all__ = [
     "api_keys",
     "checkpoints",
     "events",
+    "file_blobs",
+    "files",
     "idempotency_keys",
     "memories",
     "metadata",
     "orgs",
+    "run_files",
     "runs",
     "threads",
     "tool_calls",
@@ -120,6 +124,9 @@ agents = Table(
     Column("output_description", Text),
     Column("input_schema", Json),
     Column("output_schema", Json),
+    Column("message_template", Text),
+    Column("mcp_servers", Json, nullable=False, server_default="[]"),
+    Column("client_tools", Json, nullable=False, server_default="[]"),
     Column("metadata", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -148,6 +155,8 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("waiting_for", String(16)),
     Column("original_prompt", Text, nullable=False),
+    # What `original_prompt` was rendered from (the agent's message_template), if anything.
+    Column("variables", Json),
     Column("config", Json, nullable=False),
     Column("output", Json),
     Column("error", Text),
@@ -262,6 +271,46 @@ memories = Table(
     Column("run_id", String(40)),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "org_id", "user_id", "id"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    # Null for an upload (`POST /v1/files`) not yet put into a thread's workspace.
+    Column("thread_id", String(40)),
+    # The run that created the file or changed it last.
+    Column("run_id", String(40)),
+    Column("path", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    # Where the content is: a `file_blobs` key (RUNYARD_FILES=db) or an object key under the S3 prefix.
+    Column("blob_key", String(400), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("thread_id", "path"),
+    Index(None, "org_id", "thread_id", "id"),
+)
+
+run_files = Table(
+    "run_files",
+    metadata,
+    # The files each run created or changed (a file keeps only its last writer).
+    Column("run_id", String(40), nullable=False),
+    Column("file_id", String(40), nullable=False),
+    PrimaryKeyConstraint("run_id", "file_id"),
+    Index(None, "file_id"),
+)
+
+file_blobs = Table(
+    "file_blobs",
+    metadata,
+    # File content kept in the database (RUNYARD_FILES=db): content-addressed within a scope.
+    Column("key", String(400), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 idempotency_keys = Table(

@@ -14,6 +14,7 @@ from pydantic_ai.tools import DeferredToolRequests, ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
+from ..config import Settings
 from ..domain import PermissionMode
 from ..store import journal
 from ..store.db import Tx
@@ -64,6 +65,7 @@ class RunDeps:
     run: ClaimedRun
     writer: EventWriter
     state: RunState
+    settings: Settings
     offered: frozenset[str] = frozenset()
     """The tools the model is offered now (none while a plan waits for approval)."""
     prices: Prices | None = None

@@ -273,6 +273,7 @@ async def _drive(
         run,
         writer,
         state,
+        settings,
         offered=frozenset(names),
         prices=resolved.prices,
         permission_mode="autonomous" if mode == "plan" else mode,
