@@ -21,9 +21,9 @@ from ..store import keys
 from ..store.db import Store
 from ..worker.loop import Worker
 from . import errors
-from .middleware import EdgeMiddleware
+from .middleware import MULTIPART_SLACK, EdgeMiddleware
 from .queries import strict_query
-from .routes import agents, runs, threads, users, waits
+from .routes import agents, files, runs, threads, users, waits
 
 __all__ = ["create_app"]
 
@@ -83,9 +83,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
     )
     errors.install(app)
 
-    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(EdgeMiddleware, max_upload=settings.files_max_bytes + MULTIPART_SLACK)
 
-    for router in (agents.router, runs.router, threads.router, waits.router, users.router):
+    for router in (agents.router, runs.router, threads.router, waits.router, users.router, files.router):
         app.include_router(router, dependencies=[Depends(strict_query)])
 
     @app.get("/healthz", tags=["health"])

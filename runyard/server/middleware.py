@@ -15,12 +15,21 @@ class _BodyTooLarge(BaseException):
     """A BaseException so the body parser's `except Exception` cannot turn it into a 400."""
 
 
-class EdgeMiddleware:
-    """Refuses bodies over `Limits.BODY_BYTES` with 413 and tags responses with `x-request-id`."""
+UPLOAD_PATH = "/v1/files"
+MULTIPART_SLACK = 64 * 1024
+"""Room for the multipart boundary and part headers around an upload's content."""
 
-    def __init__(self, app: Any, max_body: int = Limits.BODY_BYTES) -> None:
+
+class EdgeMiddleware:
+    """Refuses bodies over `Limits.BODY_BYTES` with 413 and tags responses with `x-request-id`.
+
+    A file upload (`POST /v1/files`) may carry up to `max_upload` (the file limit plus the multipart
+    framing); its route counts the file's own bytes."""
+
+    def __init__(self, app: Any, max_body: int = Limits.BODY_BYTES, max_upload: int = Limits.BODY_BYTES) -> None:
         self.app = app
         self.max_body = max_body
+        self.max_upload = max(max_upload, max_body)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -39,9 +48,10 @@ class EdgeMiddleware:
                 "headers",
             )
             return
+        limit = self.max_upload if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH else self.max_body
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._too_large(send, request_id)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(send, request_id, limit)
             return
         received = 0
         started = False
@@ -52,7 +62,7 @@ class EdgeMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 # Chunked bodies have no Content-Length: count as they arrive.
-                if received > self.max_body:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -67,16 +77,11 @@ class EdgeMiddleware:
             await self.app(scope, limited_receive, tagged_send)
         except _BodyTooLarge:
             if not started:
-                await self._too_large(send, request_id)
+                await self._too_large(send, request_id, limit)
 
-    async def _too_large(self, send: Any, request_id: bytes) -> None:
+    async def _too_large(self, send: Any, request_id: bytes, limit: int) -> None:
         await self._refuse(
-            send,
-            request_id,
-            413,
-            "payload_too_large",
-            f"request body is larger than {self.max_body // 1024} KB",
-            "body",
+            send, request_id, 413, "payload_too_large", f"request body is larger than {limit // 1024} KB", "body"
         )
 
     async def _refuse(self, send: Any, request_id: bytes, status: int, code: str, message: str, field: str) -> None:

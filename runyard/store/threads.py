@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
+from . import files
 from .db import Conn, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
@@ -71,8 +72,10 @@ async def list_(
     return [to_dict(r) for r in rows], has_more, cursor
 
 
-async def delete_(conn: Conn, org_id: str, thread_id: str) -> None:
-    """Delete a thread and its runs' records; refused while one of its runs is active."""
+async def delete_(conn: Conn, org_id: str, thread_id: str) -> list[str]:
+    """Delete a thread, its runs' records and its files; refused while one of its runs is active.
+
+    Returns the blob keys the caller deletes after commit (S3: `Blobs.delete`; the database's are gone)."""
     await get(conn, org_id, thread_id)
     run_rows = (
         await conn.execute(
@@ -87,7 +90,9 @@ async def delete_(conn: Conn, org_id: str, thread_id: str) -> None:
         for table in (events, checkpoints, tool_calls, waits):
             await conn.execute(delete(table).where(table.c.run_id.in_(ids)))
         await conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+    keys = await files.delete_for_thread(conn, org_id, thread_id)
     await conn.execute(delete(threads).where(threads.c.id == thread_id))
+    return keys
 
 
 async def active_runs(conn: Conn, org_id: str, thread_id: str) -> list[str]:

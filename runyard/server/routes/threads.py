@@ -22,6 +22,7 @@ from ..auth import org_id
 from ..errors import ERRORS
 from ..queries import After, Before, Limit, MetadataFilters
 from ..schemas import Deleted, ThreadCreate, ThreadList
+from .files import discard
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"], responses=ERRORS)
 
@@ -58,9 +59,11 @@ async def get_thread(thread_id: str, request: Request, org: str = Depends(org_id
 
 @router.delete("/{thread_id}", response_model=Deleted)
 async def delete_thread(thread_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
-    """Delete a thread with its runs and their logs; 409 while one of its runs is active."""
+    """Delete a thread with its runs, their logs and its files; 409 while one of its runs is active."""
     async with request.app.state.store.tx() as tx:
-        await threads.delete_(tx.conn, org, thread_id)
+        keys = await threads.delete_(tx.conn, org, thread_id)
+    # After commit: a rolled-back delete must not have lost the content (S3; the database's went with the rows).
+    await discard(request, org, keys, thread_id=thread_id)
     return {"id": thread_id, "object": "thread", "deleted": True}
 
 
