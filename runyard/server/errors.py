@@ -66,8 +66,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    """A JSON path such as `client_tools[0].parameters`, the form the store's own errors use."""
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
 
 
 async def _domain(request: Request, exc: DomainError) -> JSONResponse:

@@ -149,5 +149,5 @@ def check_json_schema(value: dict[str, Any] | None, info: ValidationInfo) -> dic
         except Exception as exc:  # the checker itself gave up (e.g. an unresolvable $ref)
             problem = f"not a JSON Schema this server can check: {exc.__class__.__name__}"
     if problem is not None:
-        raise InvalidInput(f"{field}: {problem}", field=field)
+        raise ValueError(problem)  # pydantic names the field's whole path (e.g. `client_tools[0].parameters`)
     return value

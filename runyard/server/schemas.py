@@ -22,11 +22,13 @@ __all__ = [
     "MemoryCreate",
     "MemoryList",
     "MessageBody",
+    "ReplyBody",
     "RunCreate",
     "RunList",
     "ThreadCreate",
     "ThreadList",
     "ThreadRunCreate",
+    "ToolResultsBody",
     "WaitList",
 ]
 
@@ -48,6 +50,20 @@ class _Body(BaseModel):
 
 
 JsonSchema = Annotated[dict[str, Any] | None, AfterValidator(check_json_schema)]
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
+
+
+class ClientToolDef(_Body):
+    """A tool the caller executes: the run waits (`tool_result`) until its result is posted."""
+
+    name: ToolName
+    description: str = Field("", max_length=4000)
+    parameters: JsonSchema = Field(None, description="JSON Schema of the arguments (default: none).")
+    output_schema: JsonSchema = Field(None, description="A posted output must match it (422 otherwise).")
+
+
+ClientTools = Annotated[list[ClientToolDef], Field(max_length=64)]
+Variables = Annotated[dict[str, Any], max_json_bytes(Limits.MESSAGE_BYTES)]
 
 
 class _AgentFields(_Body):
@@ -58,6 +74,13 @@ class _AgentFields(_Body):
     output_description: str | None = Field(None, max_length=10_000)
     input_schema: JsonSchema = None
     output_schema: JsonSchema = None
+    message_template: str | None = Field(
+        None, max_length=32_000, description="Jinja2 (sandboxed): a run's `variables` render its task."
+    )
+    mcp_servers: list[dict[str, Any]] | None = Field(
+        None, max_length=16, description="`{name, url, headers?, allowed_tools?, require_approval?}` or stdio."
+    )
+    client_tools: ClientTools | None = None
     metadata: Metadata | None = None
 
 
@@ -70,7 +93,17 @@ class AgentUpdate(_AgentFields):
 
 
 class ThreadRunCreate(RunOptions, _Body):
-    message: MessageText = Field(description="The task, at most 32 KB (UTF-8).")
+    message: MessageText | None = Field(
+        None, description="The task, at most 32 KB (UTF-8); optional when the agent has a message_template."
+    )
+    variables: Variables | None = Field(
+        None, description="Checked against the agent's input_schema, then rendered by its message_template."
+    )
+    output_schema: JsonSchema = Field(None, description="Override the agent's output_schema for this run.")
+    client_tools: ClientTools | None = Field(None, description="Tools the caller executes (added to the agent's).")
+    files: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        None, max_length=100, description="Uploaded file ids, put into the thread's workspace before the run starts."
+    )
     agent_id: str | None = Field(None, max_length=40)
     name: str | None = Field(None, min_length=1, max_length=200, description="Quick start: agent name.")
     instructions: str | None = Field(None, max_length=100_000, description="Quick start: agent instructions.")
@@ -150,6 +183,32 @@ class InputBody(_Body):
 
 class MessageBody(_Body):
     message: MessageText = Field(description="At most 32 KB.")
+
+
+class ReplyBody(MessageBody):
+    files: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        None, max_length=100, description="Uploaded file ids, put into the thread's workspace first."
+    )
+
+
+class ToolResult(_Body):
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    output: Any = Field(None, description="The tool's result (JSON); matches its output_schema if it has one.")
+    error: str | None = Field(None, max_length=32 * 1024, description="Instead of output: the tool failed.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ToolResult:
+        if ("output" in self.model_fields_set) == (self.error is not None):
+            raise ValueError("give exactly one of output and error")
+        return self
+
+    def answer(self) -> dict[str, Any]:
+        result = {"error": self.error} if self.error is not None else {"output": self.output}
+        return {"tool_call_id": self.tool_call_id, **result}
+
+
+class ToolResultsBody(_Body):
+    results: list[ToolResult] = Field(min_length=1, max_length=64)
 
 
 class ThreadCreate(_Body):

@@ -174,9 +174,13 @@ async def release(tx: Tx, run: ClaimedRun, new: Sequence[NewEvent], *, usage: di
     await queue.release(tx, run.id, run.fence, reason=reason)
 
 
+_WAIT_ORDER: tuple[WaitKind, ...] = ("approval", "question", "input", "tool_result")
+"""What a paused run says it waits for: a human first (an approval before a question before
+free input), a caller's tool results only when nothing else is open."""
+
+
 def _waiting_for(kinds: set[str]) -> WaitKind:
-    # An approval is what a console shows first; a question before free input.
-    return "approval" if "approval" in kinds else "question" if "question" in kinds else "input"
+    return next(k for k in _WAIT_ORDER if k in kinds)
 
 
 def _public(wait: dict[str, Any]) -> dict[str, Any]:

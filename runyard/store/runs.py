@@ -13,8 +13,10 @@ from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from ..config import get_settings
 from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
 from . import agents, events, threads, waits
+from . import files as files_store
 from .db import Conn, Row, Tx, utcnow
 from .errors import Conflict, IdempotencyConflict, NotFound
+from .files import FileLimits
 from .ids import first_id_at, new_id
 from .pages import finish, metadata_matches, page
 from .schema import idempotency_keys, runs
@@ -100,6 +102,7 @@ async def create(
     output_schema: dict[str, Any] | None = None,
     client_tools: list[dict[str, Any]] | None = None,
     files: list[str] | None = None,
+    file_limits: FileLimits | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
@@ -107,7 +110,7 @@ async def create(
     (409), `enqueue` (this run starts when the others end), `interrupt` (cancel them first).
     `message` is the task as given (already rendered from `variables` when the agent has a
     template); `client_tools` add to (or replace by name) the agent's; `files` are uploads put
-    into the thread's workspace before the run starts.
+    into the thread's workspace before the run starts (within `file_limits`).
     """
     conn = tx.conn
     body_hash = ""
@@ -178,9 +181,8 @@ async def create(
             )
         )
     if files:
-        from . import files as files_store
-
-        await files_store.attach(tx, org_id, file_ids=files, thread_id=thread_id, run_id=run_id)
+        assert thread_id is not None and file_limits is not None  # the thread was opened above if new
+        await files_store.attach(tx, org_id, file_ids=files, thread_id=thread_id, run_id=run_id, limits=file_limits)
     tx.publish_after_commit("queue", run_id)
     return to_dict(
         Row(
@@ -338,12 +340,25 @@ async def append_message(tx: Tx, org_id: str, run_id: str, message: str) -> dict
 
 
 async def reply(
-    tx: Tx, org_id: str, run_id: str, message: str, *, resolved_by: str | None = None, files: list[str] | None = None
+    tx: Tx,
+    org_id: str,
+    run_id: str,
+    message: str,
+    *,
+    resolved_by: str | None = None,
+    files: list[str] | None = None,
+    file_limits: FileLimits | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """A follow-up to an ended run: a new run on its thread and agent, with its options
     (`(new_run, True)`). A reply to a waiting run answers it as free input (`(run, False)`)."""
     run = await get(tx.conn, org_id, run_id, lock=True)
     if run["status"] == RunStatus.WAITING.value:
+        if files:
+            assert file_limits is not None
+            # The waiting run resumes with them in its thread's workspace.
+            await files_store.attach(
+                tx, org_id, file_ids=files, thread_id=run["thread_id"], run_id=run_id, limits=file_limits
+            )
         await waits.resolve_text(tx, org_id, run_id, message, resolved_by=resolved_by)
         return await get(tx.conn, org_id, run_id), False
     events.require_status(
@@ -363,5 +378,6 @@ async def reply(
         options={k: run[k] for k in RUN_OPTION_DEFAULTS},
         output_schema=run["output_schema"],
         files=files,
+        file_limits=file_limits,
     )
     return new, True

@@ -34,7 +34,9 @@ __all__ = [
     "question_schema",
     "resolve",
     "resolve_text",
+    "resolve_tool_results",
     "to_dict",
+    "tool_result_schema",
 ]
 
 APPROVAL_SCHEMA: dict[str, Any] = {
@@ -53,6 +55,22 @@ INPUT_SCHEMA: dict[str, Any] = {
     "required": ["content"],
     "additionalProperties": False,
 }
+
+
+def tool_result_schema(output_schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A caller's tool result: `{"output": …}` (matching the tool's `output_schema`, if any) or `{"error": "…"}`."""
+    output: dict[str, Any] = output_schema or {}
+    return {
+        "type": "object",
+        "oneOf": [
+            {"properties": {"output": output}, "required": ["output"], "additionalProperties": False},
+            {
+                "properties": {"error": {"type": "string", "maxLength": 32 * 1024}},
+                "required": ["error"],
+                "additionalProperties": False,
+            },
+        ],
+    }
 
 
 def question_schema(questions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,6 +229,45 @@ async def resolve(
         await events.append(tx, run_id, new, to=RunStatus.PENDING, changes={"waiting_for": None})
         tx.publish_after_commit("queue", run_id)
     return wait
+
+
+async def resolve_tool_results(
+    tx: Tx, org_id: str, run_id: str, results: list[dict[str, Any]], *, resolved_by: str | None = None
+) -> list[dict[str, Any]]:
+    """Answer the run's `tool_result` waits, one per `{tool_call_id, output | error}`, in one transaction.
+
+    Each is resolved like any wait (the same result again is fine, another one is a conflict);
+    the run goes back to the queue once none of its waits is open."""
+    from . import runs as runs_store
+
+    run = await runs_store.get(tx.conn, org_id, run_id, lock=True)
+    by_call = {w["tool_call_id"]: w for w in await for_run(tx.conn, org_id, run_id) if w["kind"] == "tool_result"}
+    resolved = []
+    for i, result in enumerate(results):
+        wait = by_call.get(result["tool_call_id"])
+        if wait is None:
+            if not by_call:
+                events.refuse(run, "it is not waiting for tool results")
+            raise NotFound(
+                f"run {run_id} has no tool call {result['tool_call_id']!r} waiting for a result",
+                field=f"results[{i}].tool_call_id",
+            )
+        answer = {k: v for k, v in result.items() if k != "tool_call_id"}
+        if "output" in answer:
+            # Checked here to name the request's own path; `resolve` checks the whole answer again.
+            output_schema = wait["answer_schema"]["oneOf"][0]["properties"]["output"]
+            errors = sorted(
+                jsonschema.Draft202012Validator(output_schema).iter_errors(answer["output"]), key=lambda e: list(e.path)
+            )
+            if errors:
+                where = ".".join([f"results[{i}].output", *(str(p) for p in errors[0].path)])
+                raise InvalidInput(
+                    f"{where} does not match the output_schema of tool {wait['request']['name']!r}: "
+                    f"{errors[0].message}",
+                    field=where,
+                )
+        resolved.append(await resolve(tx, org_id, run_id, wait["id"], answer, resolved_by=resolved_by))
+    return resolved
 
 
 ALLOW_WORDS = frozenset({"allow", "allowed", "approve", "approved", "yes", "y", "ok", "okay"})

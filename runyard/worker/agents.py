@@ -11,7 +11,7 @@ from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import ApprovalRequired, ModelRetry, ToolFailed
 from pydantic_ai.output import StructuredDict
 from pydantic_ai.tools import DeferredToolRequests, ToolDefinition
-from pydantic_ai.toolsets import FunctionToolset, WrapperToolset
+from pydantic_ai.toolsets import ExternalToolset, FunctionToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from ..config import Settings
@@ -22,11 +22,22 @@ from ..store.outcomes import ClaimedRun
 from .models import Prices
 from .tools import BUILTIN_TOOLS
 from .tools.context import ToolCallContext, current_tool_call
+from .tools.files import FILE_TOOLS
 from .tools.human import HUMAN_TOOLS
 from .tools.memory import MEMORY_TOOLS
 from .writer import EventWriter
 
-__all__ = ["PLAN_INSTRUCTIONS", "JournalToolset", "RunDeps", "RunState", "agent_for", "declared_tools", "tool_names"]
+__all__ = [
+    "FILES",
+    "PLAN_INSTRUCTIONS",
+    "JournalToolset",
+    "RunDeps",
+    "RunState",
+    "agent_for",
+    "declared_tools",
+    "has_side_effects",
+    "tool_names",
+]
 
 PLAN_INSTRUCTIONS = (
     "Before doing anything, propose a short numbered plan for the task as plain text. "
@@ -74,15 +85,19 @@ class RunDeps:
     """Which calls wait for approval (a `plan` run acts as `autonomous` once its plan is approved)."""
     remembered: set[str] = field(default_factory=set)
     """Tools the user allowed for the rest of the run (`remember` on an approval)."""
+    mcp: dict[str, Any] = field(default_factory=dict)
+    """The MCP tools offered, by name: their server, side effects and approval rule."""
 
     def needs_approval(self, name: str) -> bool:
         if name in HUMAN_TOOLS or name in self.remembered:
             return False
+        spec = self.mcp.get(name)
+        if spec is not None and spec.require_approval:
+            return True
         if self.permission_mode == "approve_all":
             return True
         if self.permission_mode == "approve_writes":
-            spec = BUILTIN_TOOLS.get(name)
-            return bool(spec.side_effects) if spec is not None else name in MEMORY_TOOLS
+            return spec.side_effects if spec is not None else has_side_effects(name)
         return False
 
     async def journaled(self, call_id: str) -> journal.Entry | None:
@@ -160,34 +175,68 @@ async def _journal(deps: RunDeps, entry: journal.Entry, call: ToolCallContext | 
     deps.state.journal[entry.tool_call_id] = entry
 
 
+FILES = "files"
+"""The tool group name that enables the four workspace file tools."""
+
+
+def has_side_effects(name: str) -> bool:
+    """Whether a built-in, file or memory tool changes something outside the run."""
+    spec = BUILTIN_TOOLS.get(name) or FILE_TOOLS.get(name)
+    return spec.side_effects if spec is not None else name in MEMORY_TOOLS
+
+
 def tool_names(run: ClaimedRun, *, planning: bool = False) -> list[str]:
-    """The tools a run offers the model: its own, plus human and memory tools by its options."""
+    """The tools a run offers the model (MCP tools aside): its own, the file tools when it enables
+    `files`, human and memory tools by its options, and the caller's tools."""
     if planning:
         return []
-    names = [n for n in run.config.get("tools", []) if n in BUILTIN_TOOLS]
+    enabled = run.config.get("tools", [])
+    names = [n for n in enabled if n in BUILTIN_TOOLS]
+    if FILES in enabled:
+        names += list(FILE_TOOLS)
     if run.options.human_in_the_loop:
         names += list(HUMAN_TOOLS)
     if run.options.memory and run.user_id:
         names += list(MEMORY_TOOLS)
+    names += [t["name"] for t in run.config.get("client_tools") or []]
     return names
 
 
 def _function(name: str) -> Any:
-    if name in BUILTIN_TOOLS:
-        return BUILTIN_TOOLS[name].function
+    spec = BUILTIN_TOOLS.get(name) or FILE_TOOLS.get(name)
+    if spec is not None:
+        return spec.function
     return HUMAN_TOOLS.get(name) or MEMORY_TOOLS[name]
+
+
+def _client_tool_defs(run: ClaimedRun, names: list[str]) -> list[ToolDefinition]:
+    offered = set(names)
+    return [
+        ToolDefinition(
+            name=t["name"],
+            description=t.get("description") or None,
+            parameters_json_schema=t.get("parameters") or {"type": "object", "properties": {}},
+        )
+        for t in run.config.get("client_tools") or []
+        if t["name"] in offered
+    ]
 
 
 def agent_for(run: ClaimedRun, names: list[str]) -> Agent[RunDeps, Any]:
     """Agents are stateless between runs: build one per distinct configuration and reuse it."""
     instructions, schema = run.config.get("instructions"), run.config.get("output_schema")
     humans = run.options.human_in_the_loop
-    key = json.dumps([instructions, names, schema, humans], sort_keys=True)
+    client = _client_tool_defs(run, names)
+    key = json.dumps(
+        [instructions, names, schema, humans, [(d.name, d.description, d.parameters_json_schema) for d in client]],
+        sort_keys=True,
+    )
     agent = _AGENTS.get(key)
     if agent is None:
         if len(_AGENTS) >= 256:
             _AGENTS.pop(next(iter(_AGENTS)))
-        agent = _AGENTS[key] = _build_agent(instructions, schema, humans, names)
+        local = [n for n in names if n not in {d.name for d in client}]
+        agent = _AGENTS[key] = _build_agent(instructions, schema, humans or bool(client), local, client)
     return agent
 
 
@@ -195,17 +244,25 @@ _AGENTS: dict[str, Agent[RunDeps, Any]] = {}
 
 
 def _build_agent(
-    instructions: str | None, schema: dict[str, Any] | None, humans: bool, names: list[str]
+    instructions: str | None,
+    schema: dict[str, Any] | None,
+    deferrable: bool,
+    names: list[str],
+    client: list[ToolDefinition],
 ) -> Agent[RunDeps, Any]:
     output_type: Any = StructuredDict(schema, name="output") if schema else str
-    if humans:
+    if deferrable:
+        # Questions, approvals and the caller's tools end the run's turn with DeferredToolRequests.
         output_type = [output_type, DeferredToolRequests]
     tools = [_function(n) for n in names]
+    toolsets: list[Any] = [JournalToolset(FunctionToolset(tools))] if tools else []
+    if client:
+        toolsets.append(ExternalToolset(client))
     agent: Agent[RunDeps, Any] = Agent(
         instructions=instructions or None,
         deps_type=RunDeps,
         output_type=output_type,
-        toolsets=[JournalToolset(FunctionToolset(tools))] if tools else [],
+        toolsets=toolsets,
     )
     if schema:
         validator = jsonschema.Draft202012Validator(schema)
@@ -223,17 +280,34 @@ def _build_agent(
     return agent
 
 
-def declared_tools(names: list[str]) -> list[dict[str, Any]]:
-    declared = []
+def declared_tools(run: ClaimedRun, names: list[str], mcp: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `tools.declared` lists: every tool offered, with its schema and whether it has side effects;
+    an MCP tool names its `server`, a caller's tool says `client: true`."""
+    client = {d.name: d for d in _client_tool_defs(run, names)}
+    declared: list[dict[str, Any]] = []
     for name in names:
+        if name in client:
+            d = client[name]
+            entry = {"name": name, "description": d.description, "parameters": d.parameters_json_schema}
+            declared.append({**entry, "side_effects": None, "client": True})
+            continue
         definition: ToolDefinition = FunctionToolset([_function(name)]).tools[name].tool_def
-        spec = BUILTIN_TOOLS.get(name)
         declared.append(
             {
                 "name": name,
                 "description": definition.description,
                 "parameters": definition.parameters_json_schema,
-                "side_effects": spec.side_effects if spec is not None else name in MEMORY_TOOLS,
+                "side_effects": has_side_effects(name),
+            }
+        )
+    for name, spec in mcp.items():
+        declared.append(
+            {
+                "name": name,
+                "description": spec.description,
+                "parameters": spec.parameters,
+                "side_effects": spec.side_effects,
+                "server": spec.server,
             }
         )
     return declared

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,11 @@ from ..store.errors import LeaseLost, is_unavailable
 from ..store.events import Fence, NewEvent
 from ..store.journal import JournalMismatch
 from ..store.outcomes import ClaimedRun, FollowUpsQueued
-from .agents import RunDeps, RunState, agent_for, declared_tools, tool_names
+from .agents import JournalToolset, RunDeps, RunState, agent_for, declared_tools, tool_names
 from .humans import plan_wait, remembered_tools, waits_for
 from .models import ModelError, load_routes, resolve_model
 from .resume import prepare, take_follow_ups
+from .tools.mcp_config import MCPConnection
 from .turns import checkpoint_of, jsonable, run_turn
 from .writer import EventWriter, Flusher
 
@@ -262,37 +264,45 @@ async def _drive(
     # Going on after follow-ups: from where this attempt started, not a second read of it.
     start = state.start if then is not None else await prepare(store, run, state)
     state.start = start
-    if start.fresh and then is None:
-        # The tools the run may use (in plan mode they stay hidden until the plan is approved).
-        writer.emit("tools.declared", {"tools": declared_tools(tool_names(run))})
     if start.answer is not None and then is None:
         return Completed(start.answer, None, start.history)  # the saved checkpoint already ends with this answer
-    names = tool_names(run, planning=start.planning)
-    mode = run.options.permission_mode
-    deps = RunDeps(
-        run,
-        writer,
-        state,
-        settings,
-        offered=frozenset(names),
-        prices=resolved.prices,
-        permission_mode="autonomous" if mode == "plan" else mode,
-        remembered=remembered_tools(start.waits),
-    )
-    agent = agent_for(run, names)
-    history, prompt, deferred = start.history, start.prompt, start.deferred
-    if then is not None:
-        history, prompt, deferred = then, await take_follow_ups(store, run, state), None
-    state.answered = frozenset(deferred.calls) if deferred is not None else frozenset()
-    async with agent.iter(
-        prompt,
-        message_history=history,
-        model=resolved.model,
-        deps=deps,
-        deferred_tool_results=deferred,
-        instructions=start.instructions,
-    ) as agent_run:
-        await run_turn(agent_run, deps)
+    servers = [] if start.planning else run.config.get("mcp_servers") or []
+    # MCP tools are prefixed by their server; one that would shadow a tool of the run is skipped.
+    async with _connect_mcp(servers, settings, reserved=tool_names(run)) as mcp:
+        for server, error in mcp.errors:
+            # The run goes on without that server's tools: the model may manage with the others.
+            writer.emit("tool.error", {"server": server, "error": error})
+        if start.fresh and then is None:
+            # The tools the run may use (in plan mode they stay hidden until the plan is approved).
+            writer.emit("tools.declared", {"tools": declared_tools(run, tool_names(run), mcp.specs)})
+        names = tool_names(run, planning=start.planning)
+        mode = run.options.permission_mode
+        deps = RunDeps(
+            run,
+            writer,
+            state,
+            settings,
+            offered=frozenset([*names, *mcp.specs]),
+            prices=resolved.prices,
+            permission_mode="autonomous" if mode == "plan" else mode,
+            remembered=remembered_tools(start.waits),
+            mcp=dict(mcp.specs),
+        )
+        agent = agent_for(run, names)
+        history, prompt, deferred = start.history, start.prompt, start.deferred
+        if then is not None:
+            history, prompt, deferred = then, await take_follow_ups(store, run, state), None
+        state.answered = frozenset(deferred.calls) if deferred is not None else frozenset()
+        async with agent.iter(
+            prompt,
+            message_history=history,
+            model=resolved.model,
+            deps=deps,
+            deferred_tool_results=deferred,
+            instructions=start.instructions,
+            toolsets=[JournalToolset(t) for t in mcp.toolsets] or None,
+        ) as agent_run:
+            await run_turn(agent_run, deps)
     assert agent_run.result is not None
     messages, output = agent_run.all_messages(), agent_run.result.output
     if isinstance(output, DeferredToolRequests):
@@ -302,6 +312,16 @@ async def _drive(
     # Messages queued while the model answered its last step start one more turn: completing
     # checks the queue under the run's lock (`FollowUpsQueued`), so no read is needed here.
     return Completed(jsonable(output), checkpoint_of(messages, state), messages)
+
+
+def _connect_mcp(
+    servers: list[dict[str, Any]], settings: Settings, *, reserved: list[str]
+) -> AbstractAsyncContextManager[MCPConnection]:
+    if not servers:
+        return nullcontext(MCPConnection())
+    from .tools.mcp import connect  # fastmcp takes ~2 s to import: only runs with MCP servers pay for it
+
+    return connect(servers, settings, reserved=reserved)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.exceptions import ToolFailed
+from pydantic_ai.messages import ModelMessage, ModelResponse, RetryPromptPart, ToolReturnPart
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 
 from ..domain import WaitKind, WaitStatus
@@ -23,6 +24,7 @@ from ..store.outcomes import ClaimedRun
 __all__ = ["deferred_results", "own_messages", "plan_prompt", "plan_wait", "planning", "remembered_tools", "waits_for"]
 
 TIMED_OUT = "The user did not answer in time."
+NO_RESULT = "The caller did not post this tool's result in time."
 _ANSWERED = (WaitStatus.RESOLVED, WaitStatus.EXPIRED)
 """A wait in one of these has something for the model: the answer, or that none came in time."""
 
@@ -52,10 +54,16 @@ def _wait(
 
 
 def waits_for(requests: DeferredToolRequests, run: ClaimedRun) -> list[dict[str, Any]]:
-    """One wait per deferred call: a question or an input request, or an approval."""
+    """One wait per deferred call: a question, an input request, a caller's tool, or an approval."""
     out = []
+    client_tools = {t["name"]: t for t in run.config.get("client_tools") or []}
     for call in requests.calls:
         args = call.args_as_dict()
+        if call.tool_name in client_tools:
+            request = {"tool_call_id": call.tool_call_id, "name": call.tool_name, "args": args}
+            schema = waits_store.tool_result_schema(client_tools[call.tool_name].get("output_schema"))
+            out.append(_wait(run, "tool_result", request, schema, call.tool_call_id))
+            continue
         kind = (requests.metadata.get(call.tool_call_id) or {}).get("kind", "question")
         if kind == "input":
             out.append(
@@ -79,9 +87,14 @@ def plan_wait(plan: str, run: ClaimedRun) -> dict[str, Any]:
 
 
 def _pending_call_ids(history: list[ModelMessage]) -> list[str]:
-    if not history or not isinstance(history[-1], ModelResponse):
-        return []
-    return [c.tool_call_id for c in history[-1].tool_calls]
+    """Calls of the last response still without a result: when a step also called tools that ran,
+    their results follow the response in a request of their own (pydantic-ai's deferred form)."""
+    done: set[str] = set()
+    for message in reversed(history):
+        if isinstance(message, ModelResponse):
+            return [c.tool_call_id for c in message.tool_calls if c.tool_call_id not in done]
+        done.update(p.tool_call_id for p in message.parts if isinstance(p, (ToolReturnPart, RetryPromptPart)))
+    return []
 
 
 def deferred_results(history: list[ModelMessage] | None, waits: list[dict[str, Any]]) -> DeferredToolResults | None:
@@ -103,6 +116,13 @@ def deferred_results(history: list[ModelMessage] | None, waits: list[dict[str, A
             else:
                 reason = answer.get("reason") or "no reason given"
                 results.approvals[call_id] = ToolDenied(f"The user denied this tool call: {reason}")
+        elif wait["kind"] == "tool_result":
+            if wait["status"] == WaitStatus.EXPIRED:
+                results.calls[call_id] = ToolFailed(NO_RESULT)
+            elif "error" in answer:
+                results.calls[call_id] = ToolFailed(answer["error"])
+            else:
+                results.calls[call_id] = answer["output"]
         elif wait["status"] == WaitStatus.EXPIRED:
             results.calls[call_id] = TIMED_OUT
         elif wait["kind"] == "input":

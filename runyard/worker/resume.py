@@ -13,12 +13,12 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse, TextPart, repair_messages
 from pydantic_ai.tools import DeferredToolResults
 
-from ..store import checkpoints, memories, threads
+from ..store import checkpoints, files, memories, threads
 from ..store import runs as runs_store
 from ..store import waits as waits_store
 from ..store.db import Conn, Store
 from ..store.outcomes import ClaimedRun
-from .agents import PLAN_INSTRUCTIONS, RunState
+from .agents import FILES, PLAN_INSTRUCTIONS, RunState
 from .humans import deferred_results, own_messages, plan_prompt, planning
 
 __all__ = ["Start", "prepare", "take_follow_ups"]
@@ -60,6 +60,7 @@ async def prepare(store: Store, run: ClaimedRun, state: RunState) -> Start:
     waits: list[dict[str, Any]] = []
     earlier: list[tuple[str, str, int]] = []
     memory_block: str | None = None
+    files_block: str | None = None
     async with store.read() as conn:
         if run.attempt > 1:
             saved = await checkpoints.load(conn, run.org_id, run.id)
@@ -70,8 +71,12 @@ async def prepare(store: Store, run: ClaimedRun, state: RunState) -> Start:
             )
         if options.memory and run.user_id:
             memory_block = await _memory_block(conn, run.org_id, run.user_id)
+        if FILES in run.config.get("tools", []):
+            # What earlier runs of the thread (and the caller's uploads) left in the workspace.
+            files_block = await files.workspace_block(conn, run.org_id, run.thread_id)
     is_planning = planning(run, waits)
-    instructions = "\n\n".join(filter(None, [memory_block, PLAN_INSTRUCTIONS if is_planning else None])) or None
+    blocks = [memory_block, files_block, PLAN_INSTRUCTIONS if is_planning else None]
+    instructions = "\n\n".join(filter(None, blocks)) or None
     if saved is None:
         history = _thread_history(earlier)
         state.history_len = len(history) if history else 0

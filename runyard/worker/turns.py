@@ -84,13 +84,12 @@ async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
                             },
                         )
                     elif part.tool_call_id in state.answered:
+                        # A human's answer or a caller's tool result; a caller's error is a tool.error.
+                        failed = part.outcome == "failed"
+                        key = "error" if failed else "result"
                         writer.emit(
-                            "tool.result",
-                            {
-                                "tool_call_id": part.tool_call_id,
-                                "name": part.tool_name,
-                                "result": jsonable(part.content),
-                            },
+                            "tool.error" if failed else "tool.result",
+                            {"tool_call_id": part.tool_call_id, "name": part.tool_name, key: jsonable(part.content)},
                         )
             unsaved = True
 

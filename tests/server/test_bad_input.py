@@ -25,8 +25,8 @@ def assert_error(r: httpx.Response, status: int, field: str | None = None, code:
     error = r.json()["error"]
     assert isinstance(error["code"], str) and error["code"]
     assert isinstance(error["message"], str) and error["message"]
-    if field is not None:  # "tools" or a path inside it, such as "tools.0"
-        assert error["field"] == field or error["field"].startswith(field + "."), error
+    if field is not None:  # "tools" or a path inside it, such as "tools[0]"
+        assert error["field"] == field or error["field"].startswith((field + ".", field + "[")), error
     if code is not None:
         assert error["code"] == code, error
     return error

@@ -181,6 +181,21 @@ def test_question_pauses_the_run_and_the_answer_resumes_it(http: httpx.Client) -
     assert [w["status"] for w in waits_of(http, run["id"])] == ["resolved"]
 
 
+def test_a_question_beside_a_tool_in_one_step_gets_its_answer_to_the_model(http: httpx.Client) -> None:
+    # The calculator's result is saved after the response: the question is still the pending call.
+    step = {"tool_calls": [{"name": "calculator", "args": {"expression": "1+1"}},
+                           {"name": "ask_user_question", "args": {"questions": [COLOR]}}]}
+    run = create(http, [step, {"text": "done"}], human_in_the_loop=True, tools=["calculator"])
+    wait = open_wait(http, run["id"])
+    assert http.post(f"/v1/runs/{run['id']}/answer",
+                     json={"wait_id": wait["id"], "answers": {"Color?": "red"}}).status_code == 200
+    done = finished(http, run["id"])
+    assert tool_returns(http, done, "calculator") == ["2"]
+    [answer] = tool_returns(http, done, "ask_user_question")
+    assert "red" in str(answer)
+    assert [d["name"] for d in of_type(events(http, run["id"]), "tool.result")] == ["calculator", "ask_user_question"]
+
+
 def test_multi_select_and_free_text_questions(http: httpx.Client) -> None:
     questions = [{"question": "Toppings?", "options": ["ham", "egg", "kale"], "multi_select": True},
                  {"question": "Name?"}]

@@ -10,21 +10,44 @@ from ...domain import Agent
 from ...store import agents
 from ...store.errors import InvalidInput
 from ...worker.models import known_model, load_routes, validate_script
-from ...worker.tools import unknown_tools
+from ...worker.tools import BUILTIN_TOOLS, unknown_tools
+from ...worker.tools import mcp_config as mcp
+from ...worker.tools.files import FILE_TOOLS
+from ...worker.tools.human import HUMAN_TOOLS
+from ...worker.tools.memory import MEMORY_TOOLS
 from ..auth import org_id
 from ..errors import ERRORS
 from ..queries import After, Before, Limit
 from ..schemas import AgentCreate, AgentList, AgentUpdate, Deleted
+from ..variables import check_template
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=ERRORS)
 
 
+def public(agent: dict[str, Any]) -> dict[str, Any]:
+    """An agent as the API shows it: MCP header and env values redacted."""
+    return {**agent, "mcp_servers": mcp.redact(agent.get("mcp_servers") or [])}
+
+
+RESERVED_TOOL_NAMES = frozenset(BUILTIN_TOOLS) | FILE_TOOLS.keys() | HUMAN_TOOLS.keys() | MEMORY_TOOLS.keys()
+"""A caller's tool may not take the name of a tool Runyard offers itself."""
+
+
 def check_agent_fields(request: Request, fields: dict[str, Any]) -> None:
-    """Checks shared by agent writes and quick-start runs: tool names, model, script."""
+    """Checks shared by agent writes and run creation: tool names, model, script, template."""
     if fields.get("tools"):
         unknown = unknown_tools(fields["tools"])
         if unknown:
             raise InvalidInput(f"unknown tools: {', '.join(unknown)}", field="tools")
+    seen: set[str] = set()
+    for i, tool in enumerate(fields.get("client_tools") or []):
+        name = tool["name"]
+        if name in RESERVED_TOOL_NAMES or name in seen:
+            why = "is a built-in tool's name" if name in RESERVED_TOOL_NAMES else "is declared twice"
+            raise InvalidInput(f"client tool {name!r} {why}", field=f"client_tools[{i}].name")
+        seen.add(name)
+    if fields.get("message_template") is not None:
+        check_template(fields["message_template"])
     if fields.get("model") is not None:
         settings = request.app.state.settings
         if not known_model(fields["model"], load_routes(str(settings.routes) if settings.routes else None)):
@@ -37,12 +60,19 @@ def check_agent_fields(request: Request, fields: dict[str, Any]) -> None:
         validate_script(fields["metadata"].get("script"))
 
 
+async def check_mcp_servers(request: Request, fields: dict[str, Any]) -> None:
+    """Normalise `mcp_servers` in place (the form it is stored in); its DNS checks run off the loop."""
+    if fields.get("mcp_servers"):
+        fields["mcp_servers"] = await mcp.acheck_servers(fields["mcp_servers"], request.app.state.settings)
+
+
 @router.post("", status_code=201, response_model=Agent)
 async def create_agent(body: AgentCreate, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
     fields = body.model_dump(exclude_none=True)
     check_agent_fields(request, fields)
+    await check_mcp_servers(request, fields)
     async with request.app.state.store.tx() as tx:
-        return await agents.create(tx.conn, org, fields)
+        return public(await agents.create(tx.conn, org, fields))
 
 
 @router.get("", response_model=AgentList)
@@ -55,13 +85,13 @@ async def list_agents(
 ) -> dict[str, Any]:
     async with request.app.state.store.read() as conn:
         data, has_more, cursor = await agents.list_(conn, org, limit=limit, before=before, after=after)
-    return {"data": data, "has_more": has_more, "next_cursor": cursor}
+    return {"data": [public(a) for a in data], "has_more": has_more, "next_cursor": cursor}
 
 
 @router.get("/{agent_id}", response_model=Agent)
 async def get_agent(agent_id: str, request: Request, org: str = Depends(org_id)) -> dict[str, Any]:
     async with request.app.state.store.read() as conn:
-        return await agents.get(conn, org, agent_id)
+        return public(await agents.get(conn, org, agent_id))
 
 
 @router.patch("/{agent_id}", response_model=Agent)
@@ -69,12 +99,18 @@ async def update_agent(
     agent_id: str, body: AgentUpdate, request: Request, org: str = Depends(org_id)
 ) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
-    for required in ("name", "instructions", "model", "tools", "metadata"):
+    for required in ("name", "instructions", "model", "tools", "metadata", "mcp_servers", "client_tools"):
         if required in fields and fields[required] is None:
             raise InvalidInput(f"{required} cannot be null", field=required)
     check_agent_fields(request, fields)
+    if fields.get("mcp_servers"):
+        async with request.app.state.store.read() as conn:
+            stored = (await agents.get(conn, org, agent_id))["mcp_servers"]
+        # A redacted value sent back (an edit of another field) keeps the stored secret.
+        fields["mcp_servers"] = mcp.keep_redacted(fields["mcp_servers"], stored)
+        await check_mcp_servers(request, fields)
     async with request.app.state.store.tx() as tx:
-        return await agents.update_(tx.conn, org, agent_id, fields)
+        return public(await agents.update_(tx.conn, org, agent_id, fields))
 
 
 @router.delete("/{agent_id}", response_model=Deleted)

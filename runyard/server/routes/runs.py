@@ -11,14 +11,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...domain import SETTLING_EVENT_TYPES, Run, RunStatus
-from ...store import agents, events, runs, threads
+from ...store import agents, events, runs, threads, waits
 from ...store.errors import InvalidInput
+from ...store.files import FileLimits
 from ..auth import org_id
 from ..errors import ERRORS
 from ..limits import Limits
 from ..queries import After, Before, Limit, MetadataFilters, Seq, parse_statuses
-from ..schemas import EventList, MessageBody, RunCreate, RunList, ThreadRunCreate
+from ..schemas import EventList, MessageBody, ReplyBody, RunCreate, RunList, ThreadRunCreate, ToolResultsBody
 from ..sse import event_stream, sse_response
+from ..variables import render_task
 from .agents import check_agent_fields
 
 router = APIRouter(tags=["runs"], responses=ERRORS)
@@ -37,7 +39,10 @@ def run_json(run: dict[str, Any], status_code: int = 200) -> JSONResponse:
 async def _create_run(
     request: Request, org: str, body: ThreadRunCreate, thread_id: str | None, idempotency_key: str | None
 ) -> Any:
-    check_agent_fields(request, {"tools": body.tools, "model": body.model, "metadata": body.metadata})
+    client_tools = [t.model_dump() for t in body.client_tools or []]
+    check_agent_fields(
+        request, {"tools": body.tools, "model": body.model, "metadata": body.metadata, "client_tools": client_tools}
+    )
     store = request.app.state.store
     async with store.tx() as tx:
         if body.agent_id is not None:
@@ -52,7 +57,12 @@ async def _create_run(
             tx,
             org,
             agent=agent,
-            message=body.message,
+            message=render_task(agent, body.variables, body.message),
+            variables=body.variables,
+            output_schema=body.output_schema,
+            client_tools=client_tools,
+            files=body.files,
+            file_limits=FileLimits.of(request.app.state.settings),
             thread_id=thread_id,
             tools=body.tools,
             model=body.model,
@@ -240,9 +250,27 @@ async def append_run_message(run_id: str, body: MessageBody, request: Request, o
     status_code=201,
     responses={200: {"model": Run, "description": "The run was waiting: the reply answered it"}},
 )
-async def reply_run(run_id: str, body: MessageBody, request: Request, org: str = Depends(org_id)) -> Any:
-    """A follow-up: a new run on the same thread and agent that sees the conversation so far.
-    A reply to a waiting run answers it as free input instead."""
+async def reply_run(run_id: str, body: ReplyBody, request: Request, org: str = Depends(org_id)) -> Any:
+    """A follow-up: a new run on the same thread and agent that sees the conversation (and the files)
+    so far. A reply to a waiting run answers it as free input instead."""
     async with request.app.state.store.tx() as tx:
-        run, created = await runs.reply(tx, org, run_id, body.message, resolved_by=f"api:{org}")
+        run, created = await runs.reply(
+            tx,
+            org,
+            run_id,
+            body.message,
+            resolved_by=f"api:{org}",
+            files=body.files,
+            file_limits=FileLimits.of(request.app.state.settings),
+        )
         return run_json(run, 201 if created else 200)
+
+
+@router.post("/v1/runs/{run_id}/tool_results", response_model=Run)
+async def post_tool_results(run_id: str, body: ToolResultsBody, request: Request, org: str = Depends(org_id)) -> Any:
+    """Results of the caller's tools the run waits for (`waiting_for: "tool_result"`): each is an
+    `output` (checked against the tool's `output_schema`) or an `error`. Posting the same results
+    again is fine; other ones are a 409. The run resumes once none of its waits is open."""
+    async with request.app.state.store.tx() as tx:
+        await waits.resolve_tool_results(tx, org, run_id, [r.answer() for r in body.results], resolved_by=f"api:{org}")
+        return await runs.get(tx.conn, org, run_id)
