@@ -13,6 +13,11 @@ Runs with `human_in_the_loop=True` may pause for a human: `runs.wait(..., on_que
 on_approval=, on_input=)` answers through callbacks, streams yield a `RunWaiting` event, and
 `runs.answer`, `runs.approve`, `runs.input` and `runs.reply` answer by hand.
 
+Your own Python functions become tools the run calls back: `create_and_wait`, `stream` and
+`wait` take `tools={"lookup_order": lookup_order}`, run each call here and post its result
+(`runs.tool_results` posts by hand). `files.upload` and `runs.create(files=[...])` give a run
+files, `runs.files` reads what it wrote, and `variables=` fill an agent's `message_template`.
+
 Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
 """
 
@@ -37,11 +42,25 @@ from .client.exceptions import (
     ValidationError,
 )
 from .client.pagination import AsyncPage, AsyncPaginator, SyncPage
-from .client.resources import AgentDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
+from .client.resources import AgentDeleted, FileDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
 from .client.sse import ServerSentEvent, SSEDecoder
 from .client.streams import AsyncRunStream, RunStream
 from .client.types import NOT_GIVEN, NotGiven
-from .domain import Agent, Event, Memory, Run, RunStatus, RunWaiting, Thread, ThreadMessage, Usage, Wait
+from .domain import (
+    Agent,
+    ClientTool,
+    Event,
+    File,
+    MCPServer,
+    Memory,
+    Run,
+    RunStatus,
+    RunWaiting,
+    Thread,
+    ThreadMessage,
+    Usage,
+    Wait,
+)
 
 # One case-insensitive order, as tests/sdk/test_exported_members.py pins it (ruff's own order differs).
 __all__ = [  # noqa: RUF022
@@ -57,10 +76,14 @@ __all__ = [  # noqa: RUF022
     "AsyncRunyard",
     "AuthenticationError",
     "BadRequestError",
+    "ClientTool",
     "ConflictError",
     "DefaultAioHttpClient",
     "Event",
+    "File",
+    "FileDeleted",
     "InternalServerError",
+    "MCPServer",
     "Memory",
     "MemoryDeleted",
     "NOT_GIVEN",

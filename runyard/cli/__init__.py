@@ -1,14 +1,14 @@
 """The `runyard` command: one module per command group, wired into one Typer app here.
 
-`server` and `keys` run or administer a server from this machine's settings; `runs`, `agents`
-and `waits` are clients of a running server, through the SDK's public API only.
+`server` and `keys` run or administer a server from this machine's settings; `runs`, `agents`,
+`files` and `waits` are clients of a running server, through the SDK's public API only.
 """
 
 from __future__ import annotations
 
 import typer
 
-from . import agents, keys, runs, server, waits
+from . import agents, files, keys, runs, server, waits
 
 __all__ = ["app", "main"]
 
@@ -21,9 +21,11 @@ app.command()(server.migrate)
 app.command()(runs.run)
 app.add_typer(keys.keys_app, name="keys")
 waits.add_runs_commands(runs.runs_app)
+files.add_runs_commands(runs.runs_app)
 app.add_typer(waits.waits_app, name="waits")
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(agents.agents_app, name="agents")
+app.add_typer(files.files_app, name="files")
 
 
 def main() -> None:

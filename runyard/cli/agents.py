@@ -30,6 +30,9 @@ def _agent_rows(a: Agent) -> list[tuple[str, Any]]:
         ("output", a.output_description),
         ("input schema", a.input_schema),
         ("output schema", a.output_schema),
+        ("message template", a.message_template),
+        ("mcp servers", ", ".join(s.name for s in a.mcp_servers)),
+        ("client tools", ", ".join(t.name for t in a.client_tools)),
         ("metadata", a.metadata),
         ("created", when(a.created_at)),
         ("updated", when(a.updated_at)),
@@ -84,6 +87,10 @@ def agents_create(
     instructions: Annotated[str | None, typer.Option("--instructions", "-i", help="The system prompt.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model or route id (default: scripted).")] = None,
     tools: Annotated[str | None, typer.Option("--tools", help="Built-in tools, comma-separated.")] = None,
+    message_template: Annotated[
+        str | None,
+        typer.Option("--message-template", help="Jinja2 template of a run's task: `runyard run --var` fills it."),
+    ] = None,
     as_json: AsJson = False,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
@@ -97,6 +104,8 @@ def agents_create(
         fields["model"] = model
     if tools is not None:
         fields["tools"] = split_list(tools)
+    if message_template is not None:
+        fields["message_template"] = message_template
     with reporting(client):
         a = client.agents.create(name, **fields)
     if as_json:

@@ -243,6 +243,8 @@ class Transcript:
             self._line(f"✎ remembered: {data.get('text')}", "dim")
         elif event.type == "memory.deleted":
             self._line(f"✎ forgot {data.get('memory_id')}", "dim")
+        elif event.type in ("file.created", "file.updated", "file.deleted"):
+            self._line(f"▤ {event.type.removeprefix('file.')} {data.get('path')} ({data.get('file_id')})", "dim")
         elif event.type == "run.queued":
             self.wait("queued…")
         elif event.type in ("run.started", "tools.declared", "usage", "run.requeued"):
@@ -260,7 +262,9 @@ class Transcript:
         line.append(run.status.value, style=STATUS_STYLES.get(run.status, ""))
         if run.error:
             line.append(f": {run.error}")
-        if run.status is RunStatus.WAITING:
+        if run.status is RunStatus.WAITING and run.waiting_for == "tool_result":
+            line.append(" for tool results: the program that defined its client tools posts them")
+        elif run.status is RunStatus.WAITING:
             line.append(f" for {run.waiting_for}: answer with `runyard runs answer|approve {run.id}`")
         line.append(f" · {usage_line(run)}", style="dim")
         err.print(line)

@@ -1,12 +1,15 @@
 """`runyard run` and `runyard runs list | get | cancel | events`: start, follow and inspect runs.
 
-`runs answer | approve | reply` join this group from `waits.py`, with the other pause commands.
+`runs answer | approve | reply` join this group from `waits.py`, with the other pause commands,
+and `runs files` from `files.py`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from itertools import islice
+from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
@@ -17,6 +20,7 @@ import runyard
 from runyard import Event, RunStatus
 from runyard.domain import PermissionMode
 
+from .files import upload_all
 from .options import LIST_PAGE_SIZE, ApiKey, AsJson, BaseUrl, connect, split_list
 from .output import (
     EXIT_INTERRUPTED,
@@ -34,7 +38,7 @@ from .output import (
 )
 from .waits import follow_run
 
-__all__ = ["run", "runs_app"]
+__all__ = ["parse_vars", "run", "runs_app"]
 
 DEFAULT_AGENT = "cli"
 """The agent `runyard run` finds or creates when given no --agent."""
@@ -66,8 +70,25 @@ def _run_params(
     return params
 
 
+def parse_vars(values: list[str]) -> dict[str, Any]:
+    """`--var key=value` values as the run's variables: a value that parses as JSON is that JSON
+    (`days=3` is a number, `tags=["a"]` a list), any other is the text itself; a later key wins."""
+    variables: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--var")
+        try:
+            variables[key.strip()] = json.loads(raw)
+        except ValueError:
+            variables[key.strip()] = raw
+    return variables
+
+
 def run(
-    task: Annotated[str, typer.Argument(help="The task (the run's message).")],
+    task: Annotated[
+        str | None, typer.Argument(help="The task (the run's message); optional for an agent with a message template.")
+    ] = None,
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Run this agent (a name, or an agt_ id).")] = None,
     instructions: Annotated[
         str | None,
@@ -88,12 +109,28 @@ def run(
         str | None,
         typer.Option("--permission-mode", help="With --hitl: autonomous, approve_writes, approve_all or plan."),
     ] = None,
+    file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Upload this file into the run's workspace first (repeatable); read it with the files tools.",
+        ),
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="A variable for the agent's message template, key=value (repeatable; JSON values)."),
+    ] = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Start a run and stream it: text as it arrives, tool calls as lines, then status and usage.
 
     Without --agent, runs the quick-start agent (--name, default "cli"), created with --instructions on first use.
+    --var values fill the agent's message template (then TASK may be left out); --file uploads
+    each file into the run's workspace first (the agent reads it with the `files` tools).
     With --hitl, the run's questions (a numbered picker, or free text) and approvals (allow, deny
     or always, and a reason) are asked on stderr and read from stdin, and the stream goes on.
 
@@ -101,6 +138,10 @@ def run(
     and exits 130.
     """
     params = _run_params(agent, instructions, name, tools, model)
+    if var:
+        params["variables"] = parse_vars(var)
+    elif task is None:
+        raise typer.BadParameter("give the TASK, or --var values for an agent with a message template")
     if permission_mode is not None:
         if permission_mode not in PERMISSION_MODES:
             raise typer.BadParameter(f"one of {', '.join(PERMISSION_MODES)}", param_hint="--permission-mode")
@@ -115,6 +156,10 @@ def run(
         if spinner is not None:
             spinner.wait("starting the run…")
         try:
+            if file:
+                if spinner is not None:
+                    spinner.wait(f"uploading {len(file)} file(s)…")
+                params["files"] = upload_all(client, file)
             # Created first, then streamed: the run id is known before any wait, for Ctrl-C.
             created = client.runs.create(task, **params)
         except runyard.ValidationError as exc:
@@ -201,6 +246,7 @@ def runs_get(
             ("tools", ", ".join(r.tools)),
             ("user", r.user_id),
             ("prompt", r.original_prompt),
+            ("variables", r.variables),
             ("output", r.output if isinstance(r.output, str) or r.output is None else dump(r.output)),
             ("error", r.error),
             ("usage", usage_line(r)),

@@ -151,8 +151,9 @@ def answer_pause(client: Runyard, run_id: str, waits: list[Wait]) -> None:
         elif wait.kind == "approval":
             answer = _ask_approval(wait)
             client.runs.approve(run_id, wait_id=wait.id, **answer)
-        else:
+        elif wait.kind == "input":
             client.runs.input(run_id, _ask(f"? {wait.request.get('prompt') or 'input'}"))
+        # A `tool_result` wait is the caller's program's to answer (`client.runs.tool_results`), not a human's.
 
 
 def cancel_after_interrupt(client: Runyard, run_id: str) -> None:

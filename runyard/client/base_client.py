@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -66,15 +65,11 @@ class RequestOptions:
     path: str
     params: Mapping[str, Any] | None = None
     json: Any = None
+    content: bytes | None = None  # a raw body instead of `json` (an upload), its Content-Type in `headers`
     headers: dict[str, str] = field(default_factory=dict)
     timeout: httpx.Timeout | float | None | NotGiven = NOT_GIVEN
     idempotency_key: str | None = None
     """Sent as `Idempotency-Key` on every attempt of this call."""
-
-
-def path_for(template: str, *ids: str) -> str:
-    """Fill `template`'s `{}` slots with URL-quoted ids."""
-    return template.format(*(quote(str(value), safe="") for value in ids))
 
 
 def new_idempotency_key() -> str:
@@ -304,6 +299,7 @@ class BaseClient:
             self._url_prefix + options.path.lstrip("/"),
             params=params or None,
             json=options.json,
+            content=options.content,
             headers=headers,
             timeout=timeout,
         )

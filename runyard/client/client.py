@@ -14,15 +14,17 @@ from .base_client import (
     AsyncAPIClient,
     RequestOptions,
     SyncAPIClient,
-    path_for,
 )
+from .paths import path_for
 from .resources import (
     Agents,
     AsyncAgents,
+    AsyncFiles,
     AsyncRuns,
     AsyncThreads,
     AsyncUsers,
     AsyncWaits,
+    Files,
     Runs,
     Threads,
     Users,
@@ -76,7 +78,9 @@ class Runyard(SyncAPIClient):
     runs: Runs
     """Start, stream, wait for, list and cancel runs."""
     threads: Threads
-    """Conversation threads, their messages and their runs."""
+    """Conversation threads, their messages, runs and files."""
+    files: Files
+    """Upload files for runs, and read the files runs wrote."""
     waits: Waits
     """What needs a human, across runs."""
     users: Users
@@ -103,6 +107,7 @@ class Runyard(SyncAPIClient):
         self.agents = Agents(self)
         self.runs = Runs(self)
         self.threads = Threads(self, self.runs)
+        self.files = Files(self)
         self.waits = Waits(self)
         self.users = Users(self)
 
@@ -132,7 +137,9 @@ class AsyncRunyard(AsyncAPIClient):
     runs: AsyncRuns
     """Start, stream, wait for, list and cancel runs."""
     threads: AsyncThreads
-    """Conversation threads, their messages and their runs."""
+    """Conversation threads, their messages, runs and files."""
+    files: AsyncFiles
+    """Upload files for runs, and read the files runs wrote."""
     waits: AsyncWaits
     """What needs a human, across runs."""
     users: AsyncUsers
@@ -159,6 +166,7 @@ class AsyncRunyard(AsyncAPIClient):
         self.agents = AsyncAgents(self)
         self.runs = AsyncRuns(self)
         self.threads = AsyncThreads(self, self.runs)
+        self.files = AsyncFiles(self)
         self.waits = AsyncWaits(self)
         self.users = AsyncUsers(self)
 

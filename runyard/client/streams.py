@@ -6,6 +6,10 @@ streams add only the reading, the reconnecting and the sleeping, line for line a
 A run that pauses for a human (`run.waiting`, parsed as `RunWaiting`) ends the iteration once
 the caller pulls past that event while the run is still paused; `stream.waiting` then lists
 the open waits. Answer them, and iterate the same stream again to go on from there.
+
+A stream given functions for client tools (`tools={name: function}`) runs them when the run
+waits for their results, posts the results, and goes on: only a pause it cannot answer ends
+the iteration.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import httpx
 from ..domain import Event, Run, RunStatus, Wait, parse_event
 from . import exceptions as _exc
 from .accumulator import RunAccumulator
+from .client_tools import LocalTools
 from .sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
@@ -59,6 +64,12 @@ def reconnect_delay(attempt: int, retry_ms: int | None) -> float:
 def still_paused(run: Run, event: Event) -> bool:
     """Whether `run` (fetched after the `run.waiting` `event` was read) is still in the pause it announced."""
     return run.status is RunStatus.WAITING and run.last_seq <= event.seq
+
+
+def _answered(accumulator: RunAccumulator, waits: list[Wait]) -> None:
+    # Their `run.input_received` events follow; until then `stream.waiting` must not list them.
+    for wait in waits:
+        accumulator.open_waits.pop(wait.id, None)
 
 
 def _gave_up(run_id: str | None, failures: int) -> _exc.APIConnectionError:
@@ -115,8 +126,10 @@ class RunStream:
         after_seq: int = 0,
         connect: Callable[[], httpx.Response] | None = None,
         max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        tools: LocalTools | None = None,
     ) -> None:
         self._client = client
+        self._tools = tools
         self._connect = connect
         self._max_reconnects = max_reconnects
         self.accumulator = RunAccumulator(run_id=run_id, after_seq=after_seq)
@@ -256,7 +269,13 @@ class RunStream:
     def _still_paused(self, event: Event) -> bool:
         # A `run.waiting` from the backlog may have been answered long ago: only a run that is
         # waiting with nothing after this event is paused here.
-        return still_paused(self._client.runs.get(event.run_id), event)
+        run = self._client.runs.get(event.run_id)
+        if self._tools is not None and still_paused(run, event):
+            calls = self._tools.pending(self._client.runs.waits(event.run_id))
+            if calls:
+                run = self._client.runs._send_tool_results(event.run_id, self._tools.call_all(calls))
+                _answered(self.accumulator, calls)
+        return still_paused(run, event)
 
 
 # --------------------------------------------------------------------------- async
@@ -285,8 +304,10 @@ class AsyncRunStream:
         after_seq: int = 0,
         connect: Callable[[], Awaitable[httpx.Response]] | None = None,
         max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        tools: LocalTools | None = None,
     ) -> None:
         self._client = client
+        self._tools = tools
         self._connect = connect
         self._max_reconnects = max_reconnects
         self.accumulator = RunAccumulator(run_id=run_id, after_seq=after_seq)
@@ -425,4 +446,10 @@ class AsyncRunStream:
         return run.is_terminal and run.last_seq <= self.accumulator.last_seq
 
     async def _still_paused(self, event: Event) -> bool:
-        return still_paused(await self._client.runs.get(event.run_id), event)
+        run = await self._client.runs.get(event.run_id)
+        if self._tools is not None and still_paused(run, event):
+            calls = self._tools.pending(await self._client.runs.waits(event.run_id))
+            if calls:
+                run = await self._client.runs._send_tool_results(event.run_id, await self._tools.acall_all(calls))
+                _answered(self.accumulator, calls)
+        return still_paused(run, event)

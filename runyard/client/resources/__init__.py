@@ -1,8 +1,9 @@
 """The resource namespaces of `Runyard` and `AsyncRunyard` (`client.agents`, `client.runs`, `client.threads`,
-`client.waits`, `client.users`)."""
+`client.files`, `client.waits`, `client.users`)."""
 
 from .agents import AgentDeleted, Agents, AsyncAgents
 from .async_runs import AsyncRuns
+from .files import AsyncFiles, AsyncRunFiles, AsyncThreadFiles, FileDeleted, Files, RunFiles, ThreadFiles
 from .run_params import RunCreateParams, ThreadRunCreateParams
 from .runs import Runs
 from .threads import AsyncThreadRuns, AsyncThreads, ThreadDeleted, ThreadRuns, Threads
@@ -13,17 +14,24 @@ __all__ = [
     "AgentDeleted",
     "Agents",
     "AsyncAgents",
+    "AsyncFiles",
     "AsyncMemories",
+    "AsyncRunFiles",
     "AsyncRuns",
+    "AsyncThreadFiles",
     "AsyncThreadRuns",
     "AsyncThreads",
     "AsyncUsers",
     "AsyncWaits",
+    "FileDeleted",
+    "Files",
     "Memories",
     "MemoryDeleted",
     "RunCreateParams",
+    "RunFiles",
     "Runs",
     "ThreadDeleted",
+    "ThreadFiles",
     "ThreadRunCreateParams",
     "ThreadRuns",
     "Threads",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ...domain import Agent
-from ..base_client import path_for
+from ...domain import Agent, ClientTool, MCPServer
+from ..client_tools import client_tool_json
 from ..pagination import AsyncPaginator, SyncPage
-from ..types import NOT_GIVEN, NotGivenOr, strip_not_given
+from ..paths import path_for
+from ..types import NOT_GIVEN, NotGiven, NotGivenOr, strip_not_given
 
 if TYPE_CHECKING:
     from ..client import AsyncRunyard, Runyard
@@ -27,6 +29,12 @@ class AgentDeleted(BaseModel):
     deleted: bool
 
 
+def mcp_server_json(server: MCPServer | Mapping[str, Any]) -> dict[str, Any]:
+    """An MCP server as the request body carries it: the fields the caller set."""
+    model = server if isinstance(server, MCPServer) else MCPServer.model_validate(server)
+    return model.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+
+
 def agent_body(
     *,
     name: NotGivenOr[str],
@@ -37,9 +45,16 @@ def agent_body(
     output_description: NotGivenOr[str | None],
     input_schema: NotGivenOr[dict[str, Any] | None],
     output_schema: NotGivenOr[dict[str, Any] | None],
+    message_template: NotGivenOr[str | None],
+    mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]],
+    client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]],
     metadata: NotGivenOr[dict[str, Any]],
 ) -> dict[str, Any]:
     """The JSON body of an agent create or update: every field the caller passed, and no other."""
+    if not isinstance(mcp_servers, NotGiven):
+        mcp_servers = [mcp_server_json(server) for server in mcp_servers]
+    if not isinstance(client_tools, NotGiven):
+        client_tools = [client_tool_json(tool) for tool in client_tools]
     return strip_not_given(
         {
             "name": name,
@@ -50,6 +65,9 @@ def agent_body(
             "output_description": output_description,
             "input_schema": input_schema,
             "output_schema": output_schema,
+            "message_template": message_template,
+            "mcp_servers": mcp_servers,
+            "client_tools": client_tools,
             "metadata": metadata,
         }
     )
@@ -72,6 +90,9 @@ class Agents:
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
         input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
         output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        message_template: NotGivenOr[str | None] = NOT_GIVEN,
+        mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
+        client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Create an agent.
@@ -82,7 +103,14 @@ class Agents:
             model: a model or route id; the offline `scripted` model when left out.
             tools: names of built-in tools the agent may call.
             input_description / output_description: what the agent takes and returns, in words.
-            input_schema / output_schema: JSON Schemas of the input and the structured output.
+            input_schema / output_schema: JSON Schemas of the input and the structured output;
+                a run's `variables` are checked against `input_schema`.
+            message_template: a Jinja2 template (sandboxed, rendered by the server) that makes a
+                run's task from its `variables`: `"Summarise {{ url }} in {{ words }} words."`.
+            mcp_servers: MCP servers whose tools the agent may call (`MCPServer`s or dicts):
+                streamable HTTP (`url`, `headers`) or stdio (`command`, `args`) if the operator allows.
+            client_tools: definitions of tools the caller executes (`ClientTool`s or dicts with
+                `name`, `description`, `parameters`, `output_schema`); see `runs.tool_results`.
             metadata: free-form JSON; the `scripted` model reads its `script` here.
         """
         body = agent_body(
@@ -94,6 +122,9 @@ class Agents:
             output_description=output_description,
             input_schema=input_schema,
             output_schema=output_schema,
+            message_template=message_template,
+            mcp_servers=mcp_servers,
+            client_tools=client_tools,
             metadata=metadata,
         )
         return self._client._request_model("POST", "/v1/agents", Agent, json=body)
@@ -125,6 +156,9 @@ class Agents:
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
         input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
         output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        message_template: NotGivenOr[str | None] = NOT_GIVEN,
+        mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
+        client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
@@ -137,6 +171,9 @@ class Agents:
             output_description=output_description,
             input_schema=input_schema,
             output_schema=output_schema,
+            message_template=message_template,
+            mcp_servers=mcp_servers,
+            client_tools=client_tools,
             metadata=metadata,
         )
         return self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)
@@ -163,6 +200,9 @@ class AsyncAgents:
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
         input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
         output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        message_template: NotGivenOr[str | None] = NOT_GIVEN,
+        mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
+        client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Create an agent. The arguments are those of `Runyard.agents.create`."""
@@ -175,6 +215,9 @@ class AsyncAgents:
             output_description=output_description,
             input_schema=input_schema,
             output_schema=output_schema,
+            message_template=message_template,
+            mcp_servers=mcp_servers,
+            client_tools=client_tools,
             metadata=metadata,
         )
         return await self._client._request_model("POST", "/v1/agents", Agent, json=body)
@@ -199,6 +242,9 @@ class AsyncAgents:
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
         input_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
         output_schema: NotGivenOr[dict[str, Any] | None] = NOT_GIVEN,
+        message_template: NotGivenOr[str | None] = NOT_GIVEN,
+        mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
+        client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
@@ -211,6 +257,9 @@ class AsyncAgents:
             output_description=output_description,
             input_schema=input_schema,
             output_schema=output_schema,
+            message_template=message_template,
+            mcp_servers=mcp_servers,
+            client_tools=client_tools,
             metadata=metadata,
         )
         return await self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)

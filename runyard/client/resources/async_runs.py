@@ -9,12 +9,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ...domain import Event, Run, RunStatus, Wait, parse_event
-from ..base_client import path_for
+from ...domain import Event, File, Run, RunStatus, Wait, parse_event
+from .. import exceptions as _exc
+from ..base_client import new_idempotency_key
+from ..client_tools import LocalTools, ToolFunction, without_rejected
 from ..pagination import AsyncPaginator
+from ..paths import path_for
 from ..streams import AsyncRunStream
-from ..types import NOT_GIVEN, NotGivenOr
-from .run_params import RunCreateParams, check_outcome, create_options, run_list_params
+from ..types import NOT_GIVEN, NotGiven, NotGivenOr
+from .files import AsyncRunFiles
+from .run_params import RunCreateParams, check_outcome, create_options, file_ids, local_tools, run_list_params
 from .waiting import long_poll_seconds, long_poll_timeout, next_poll_pause, open_waits, wait_deadline
 from .waits import (
     Decision,
@@ -38,13 +42,18 @@ class AsyncRuns:
 
     def __init__(self, client: AsyncRunyard) -> None:
         self._client = client
+        self.files = AsyncRunFiles(client)
+        """The files of a run's workspace."""
 
-    async def create(self, message: str, **params: Unpack[RunCreateParams]) -> Run:
+    async def create(self, message: str | None = None, **params: Unpack[RunCreateParams]) -> Run:
         """Start a run and return it at once (status `pending`). The arguments are those of `Runyard.runs.create`."""
         return await self._create("/v1/runs", message, params)
 
-    def stream(self, message: str, **params: Unpack[RunCreateParams]) -> AsyncRunStream:
+    def stream(self, message: str | None = None, **params: Unpack[RunCreateParams]) -> AsyncRunStream:
         """Start a run and stream its events; use it with `async with`.
+
+        With `tools={name: function}` (plain or `async def` functions), the stream runs them when
+        the run calls them, posts their results, and goes on.
 
         ```python
         async with client.runs.stream("Say hello", agent_id=agent.id) as stream:
@@ -53,12 +62,19 @@ class AsyncRuns:
             print(stream.text)
         ```
         """
-        options = create_options("/v1/runs", message, params, stream=True)
-        return AsyncRunStream(self._client, connect=lambda: self._client.request(options, stream=True))
+        local = local_tools(params)
+        options = create_options("/v1/runs", message, params, stream=True, local=local)
+        return AsyncRunStream(self._client, connect=lambda: self._client.request(options, stream=True), tools=local)
 
-    def stream_events(self, run_id: str, *, after_seq: int = 0) -> AsyncRunStream:
-        """Stream the events of an existing run with seq greater than `after_seq`, reconnecting as needed."""
-        return AsyncRunStream(self._client, run_id=run_id, after_seq=after_seq)
+    def stream_events(
+        self, run_id: str, *, after_seq: int = 0, tools: Mapping[str, ToolFunction] | None = None
+    ) -> AsyncRunStream:
+        """Stream the events of an existing run with seq greater than `after_seq`, reconnecting as needed.
+
+        `tools` are functions for the client tools the run may call, as in `stream`.
+        """
+        local = LocalTools(tools) if tools else None
+        return AsyncRunStream(self._client, run_id=run_id, after_seq=after_seq, tools=local)
 
     def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: NotGivenOr[int] = NOT_GIVEN
@@ -70,7 +86,7 @@ class AsyncRuns:
 
     async def create_and_wait(
         self,
-        message: str,
+        message: str | None = None,
         *,
         timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -82,16 +98,21 @@ class AsyncRuns:
     ) -> Run:
         """Start a run and wait until it is finished; see `create` and `wait` for the arguments.
 
-        Raises `RunFailedError` when `raise_on_failure` is set and the run failed.
+        `tools={name: function}` runs your functions for the run as in `Runyard.runs.create_and_wait`:
+        an `async def` function is awaited, a plain one runs in a worker thread, and the calls of
+        one step run concurrently. Raises `RunFailedError` when `raise_on_failure` is set and the
+        run failed.
         """
-        run = await self._create("/v1/runs", message, params)
-        run = await self.wait(
+        local = local_tools(params)
+        run = await self._create("/v1/runs", message, params, local=local)
+        run = await self._wait(
             run.id,
             timeout=timeout,
             poll_interval=poll_interval,
             on_question=on_question,
             on_approval=on_approval,
             on_input=on_input,
+            tools=local,
         )
         return check_outcome(run, raise_on_failure=raise_on_failure)
 
@@ -104,13 +125,35 @@ class AsyncRuns:
         on_question: OnQuestion | None = None,
         on_approval: OnApproval | None = None,
         on_input: OnInput | None = None,
+        tools: Mapping[str, ToolFunction] | None = None,
     ) -> Run:
         """Wait until the run is completed, failed or cancelled, and return it.
 
         Pauses go to the callbacks as in `Runyard.runs.wait` (plain functions; an `async def`
-        callback's return value is awaited). Raises `runyard.TimeoutError` after `timeout`
-        seconds (`None` waits for ever).
+        callback's return value is awaited), and client tool calls to the functions of `tools`.
+        Raises `runyard.TimeoutError` after `timeout` seconds (`None` waits for ever).
         """
+        return await self._wait(
+            run_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            on_question=on_question,
+            on_approval=on_approval,
+            on_input=on_input,
+            tools=LocalTools(tools) if tools else None,
+        )
+
+    async def _wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None,
+        poll_interval: float,
+        on_question: OnQuestion | None,
+        on_approval: OnApproval | None,
+        on_input: OnInput | None,
+        tools: LocalTools | None,
+    ) -> Run:
         deadline = wait_deadline(timeout, time.monotonic())
         while True:
             started = time.monotonic()
@@ -120,7 +163,11 @@ class AsyncRuns:
                 return run
             if run.status is RunStatus.WAITING:
                 waits = open_waits(await self.waits(run_id))
-                for wait in waits:
+                calls = tools.pending(waits) if tools is not None else []
+                if tools is not None and calls:
+                    run = await self._send_tool_results(run_id, await tools.acall_all(calls))
+                answered = {wait.id for wait in calls}
+                for wait in (w for w in waits if w.id not in answered):
                     callback = pick_callback(wait, on_question=on_question, on_approval=on_approval, on_input=on_input)
                     if callback is None:
                         return run
@@ -171,11 +218,34 @@ class AsyncRuns:
             "POST", path_for("/v1/runs/{}/input", run_id), Wait, json={"content": content}
         )
 
-    async def reply(self, run_id: str, message: str) -> Run:
-        """Follow up on an ended (or waiting) run; see `Runyard.runs.reply`."""
+    async def reply(self, run_id: str, message: str, *, files: NotGivenOr[Sequence[str | File]] = NOT_GIVEN) -> Run:
+        """Follow up on an ended (or waiting) run, with `files` put into the workspace; see `Runyard.runs.reply`."""
+        body: dict[str, Any] = {"message": message}
+        if not isinstance(files, NotGiven):
+            body["files"] = file_ids(files)
+        return await self._client._request_model("POST", path_for("/v1/runs/{}/reply", run_id), Run, json=body)
+
+    async def tool_results(self, run_id: str, results: Sequence[Mapping[str, Any]]) -> Run:
+        """Post results of client tools the run waits for, and return the run; see `Runyard.runs.tool_results`."""
         return await self._client._request_model(
-            "POST", path_for("/v1/runs/{}/reply", run_id), Run, json={"message": message}
+            "POST",
+            path_for("/v1/runs/{}/tool_results", run_id),
+            Run,
+            json={"results": [dict(result) for result in results]},
+            # The server answers the same results the same way: a retry after they went out is safe.
+            idempotency_key=new_idempotency_key(),
         )
+
+    async def _send_tool_results(self, run_id: str, results: list[dict[str, Any]]) -> Run:
+        # An output the server refuses (its tool's output_schema) is sent as that tool's error.
+        while True:
+            try:
+                return await self.tool_results(run_id, results)
+            except _exc.ValidationError as exc:
+                fixed = without_rejected(results, exc)
+                if fixed is None:
+                    raise
+                results = fixed
 
     async def append_message(self, run_id: str, message: str) -> Run:
         """Add a user message to a run in flight; see `Runyard.runs.append_message`."""
@@ -225,6 +295,8 @@ class AsyncRuns:
         """Ask for a run to be cancelled; raises `ConflictError` when it is already finished."""
         return await self._client._request_model("POST", path_for("/v1/runs/{}/cancel", run_id), Run)
 
-    async def _create(self, path: str, message: str, params: Mapping[str, Any]) -> Run:
-        options = create_options(path, message, params, stream=False)
+    async def _create(
+        self, path: str, message: str | None, params: Mapping[str, Any], *, local: LocalTools | None = None
+    ) -> Run:
+        options = create_options(path, message, params, stream=False, local=local)
         return self._client._parse(await self._client.request(options), Run)

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ...domain import Multitask, Run, RunOptionsParams, RunStatus
+from ...domain import ClientTool, File, Multitask, Run, RunOptionsParams, RunStatus
 from .. import exceptions as _exc
 from ..base_client import RequestOptions, new_idempotency_key
+from ..client_tools import LocalTools, ToolFunction, client_tool_json
 from ..types import NotGiven, NotGivenOr, strip_not_given
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "ThreadRunCreateParams",
     "check_outcome",
     "create_options",
+    "file_ids",
+    "local_tools",
     "run_body",
     "run_list_params",
 ]
@@ -33,8 +36,21 @@ class ThreadRunCreateParams(RunOptionsParams, total=False):
     """Name of the agent to find or create (with `instructions`)."""
     instructions: str
     """Instructions of the agent created by name."""
-    tools: list[str]
-    """Override the agent's tools for this run."""
+    tools: Sequence[str] | Mapping[str, ToolFunction]
+    """A list of built-in tool names (e.g. `["calculator", "files"]`) overrides the agent's for this run.
+    A dict `{name: function}` adds your own functions as client tools and keeps the agent's
+    built-ins: `create_and_wait`, `stream` and `wait` run them when the run calls them (see
+    `runyard.client.client_tools`); `create` only declares them."""
+    client_tools: Sequence[ClientTool | Mapping[str, Any]]
+    """Definitions of tools you execute (`{name, description, parameters, output_schema?}`), added to
+    the agent's by name; the run waits for their results (`runs.tool_results`)."""
+    variables: Mapping[str, Any]
+    """Checked against the agent's `input_schema` (422 naming the path), then rendered into the task
+    by its `message_template`; `message` may then be left out."""
+    output_schema: dict[str, Any]
+    """JSON Schema of the structured output, instead of the agent's, for this run."""
+    files: Sequence[str | File]
+    """Uploaded files (ids or `File`s from `files.upload`) put into the thread's workspace first."""
     model: str
     """Override the agent's model (or route) for this run."""
     user_id: str
@@ -57,14 +73,62 @@ class RunCreateParams(ThreadRunCreateParams, total=False):
 _RUN_CREATE_KEYS = RunCreateParams.__required_keys__ | RunCreateParams.__optional_keys__
 
 
-def run_body(message: str, params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
-    """The JSON body of `POST /v1/runs`: the message, the fields given, and `stream`."""
+def file_ids(files: Sequence[str | File]) -> list[str]:
+    """The ids of files given as ids or `File`s."""
+    if isinstance(files, str):
+        raise TypeError("files is a list of file ids (or File objects), not one string")
+    return [f.id if isinstance(f, File) else f for f in files]
+
+
+def local_tools(params: Mapping[str, Any]) -> LocalTools | None:
+    """The functions given as `tools={name: function}`, or `None` when `tools` is a list or absent."""
+    tools = params.get("tools")
+    return LocalTools(tools) if isinstance(tools, Mapping) else None
+
+
+def _client_tools(params: Mapping[str, Any], local: LocalTools | None) -> list[dict[str, Any]] | None:
+    declared = [client_tool_json(tool) for tool in params.get("client_tools") or []]
+    functions = local.definitions() if local is not None else []
+    clash = sorted({t["name"] for t in declared} & {t["name"] for t in functions})
+    if clash:
+        raise TypeError(f"tool(s) given both in client_tools and as functions in tools: {', '.join(clash)}")
+    if "client_tools" not in params and not functions:
+        return None
+    return declared + functions
+
+
+def run_body(
+    message: str | None, params: Mapping[str, Any], *, stream: bool, local: LocalTools | None = None
+) -> dict[str, Any]:
+    """The JSON body of `POST /v1/runs`: the message, the fields given, and `stream`.
+
+    `local` is `local_tools(params)` when the caller built it already.
+    """
     unknown = sorted(set(params) - _RUN_CREATE_KEYS)
     if unknown:
         # A typo must not reach the server as a field it ignores or rejects with a vaguer message.
         raise TypeError(f"unexpected keyword argument(s) for a run: {', '.join(unknown)}")
-    fields = strip_not_given({key: value for key, value in params.items() if key != "idempotency_key"})
-    return {"message": message, **fields, "stream": stream}
+    if local is None:
+        local = local_tools(params)
+    fields = strip_not_given({key: value for key, value in params.items() if key not in _BUILT})
+    tools = params.get("tools")
+    if tools is not None and not isinstance(tools, Mapping):
+        if isinstance(tools, str):
+            raise TypeError("tools is a list of tool names (or a dict of functions), not one string")
+        fields["tools"] = list(tools)
+    client_tools = _client_tools(params, local)
+    if client_tools is not None:
+        fields["client_tools"] = client_tools
+    if params.get("files") is not None:
+        fields["files"] = file_ids(params["files"])
+    if params.get("variables") is not None:
+        fields["variables"] = dict(params["variables"])
+    body = {"message": message} if message is not None else {}
+    return {**body, **fields, "stream": stream}
+
+
+_BUILT = frozenset({"idempotency_key", "tools", "client_tools", "files", "variables"})
+"""Params that `run_body` turns into JSON itself (or, for the key, sends as a header)."""
 
 
 def run_list_params(
@@ -99,14 +163,16 @@ def run_list_params(
     return strip_not_given(params)
 
 
-def create_options(path: str, message: str, params: Mapping[str, Any], *, stream: bool) -> RequestOptions:
+def create_options(
+    path: str, message: str | None, params: Mapping[str, Any], *, stream: bool, local: LocalTools | None = None
+) -> RequestOptions:
     """The request that starts a run. Its idempotency key is minted here, once per logical call:
     every retry, and every re-POST of a stream that dropped before its first event, reuses it."""
     key = params.get("idempotency_key")
     return RequestOptions(
         "POST",
         path,
-        json=run_body(message, params, stream=stream),
+        json=run_body(message, params, stream=stream, local=local),
         headers=dict(SSE_HEADERS) if stream else {},
         idempotency_key=key if isinstance(key, str) else new_idempotency_key(),
     )

@@ -2,8 +2,9 @@
 them, and answer them when they pause for a human.
 
 The bodies and queries are built in `run_params`, the wait loop's decisions are made in
-`waiting`, and the answers to pauses are shaped in `waits`, all without I/O. `Runs` here and
-`AsyncRuns` in `async_runs` hold only the calls, written line for line alike.
+`waiting`, the answers to pauses are shaped in `waits`, and the caller's tool functions are
+wrapped in `client_tools`, all without I/O. `Runs` here and `AsyncRuns` in `async_runs` hold
+only the calls, written line for line alike.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ...domain import Event, Run, RunStatus, Wait, parse_event
-from ..base_client import path_for
+from ...domain import Event, File, Run, RunStatus, Wait, parse_event
+from .. import exceptions as _exc
+from ..base_client import new_idempotency_key
+from ..client_tools import LocalTools, ToolFunction, without_rejected
 from ..pagination import SyncPage
+from ..paths import path_for
 from ..streams import RunStream
-from ..types import NOT_GIVEN, NotGivenOr
-from .run_params import RunCreateParams, check_outcome, create_options, run_list_params
+from ..types import NOT_GIVEN, NotGiven, NotGivenOr
+from .files import RunFiles
+from .run_params import RunCreateParams, check_outcome, create_options, file_ids, local_tools, run_list_params
 from .waiting import long_poll_seconds, long_poll_timeout, next_poll_pause, open_waits, wait_deadline
 from .waits import (
     Decision,
@@ -42,15 +47,25 @@ class Runs:
 
     def __init__(self, client: Runyard) -> None:
         self._client = client
+        self.files = RunFiles(client)
+        """The files of a run's workspace."""
 
-    def create(self, message: str, **params: Unpack[RunCreateParams]) -> Run:
+    def create(self, message: str | None = None, **params: Unpack[RunCreateParams]) -> Run:
         """Start a run and return it at once (status `pending`).
 
         Args:
-            message: the task (at most 32 KB).
+            message: the task (at most 32 KB); optional when the agent has a `message_template`.
             agent_id: the agent to run; or pass `name` and `instructions` to find-or-create it.
             thread_id: continue this thread instead of starting a new one.
-            tools / model: override the agent's for this run.
+            variables: rendered into the task by the agent's `message_template`, checked against
+                its `input_schema` first (`ValidationError` naming the path otherwise).
+            files: uploaded file ids (or `File`s) to put into the thread's workspace first; the
+                run reads them with the `files` tools (`tools=["files"]`).
+            tools: a list of built-in tool names overrides the agent's; a dict `{name: function}`
+                declares your functions as client tools (run them with `create_and_wait`,
+                `stream` or `wait`, which take the same dict).
+            client_tools: definitions of tools you execute yourself (see `tool_results`).
+            model / output_schema: override the agent's for this run.
             user_id: your end user's id.
             metadata: free-form JSON (the `scripted` model reads `script` here).
             idempotency_key: makes retries safe; a UUID is minted when left out.
@@ -63,11 +78,13 @@ class Runs:
         """
         return self._create("/v1/runs", message, params)
 
-    def stream(self, message: str, **params: Unpack[RunCreateParams]) -> RunStream:
+    def stream(self, message: str | None = None, **params: Unpack[RunCreateParams]) -> RunStream:
         """Start a run and stream its events; use it as a context manager.
 
         Takes the arguments of `create`. Entering sends the request; iterating yields `Event`s
-        until the terminal one, reconnecting by itself if the connection drops.
+        until the terminal one, reconnecting by itself if the connection drops. With
+        `tools={name: function}`, the stream runs your functions when the run calls them, posts
+        their results, and goes on.
 
         ```python
         with client.runs.stream("Say hello", agent_id=agent.id) as stream:
@@ -76,12 +93,19 @@ class Runs:
             print(stream.text)
         ```
         """
-        options = create_options("/v1/runs", message, params, stream=True)
-        return RunStream(self._client, connect=lambda: self._client.request(options, stream=True))
+        local = _sync_tools(local_tools(params))
+        options = create_options("/v1/runs", message, params, stream=True, local=local)
+        return RunStream(self._client, connect=lambda: self._client.request(options, stream=True), tools=local)
 
-    def stream_events(self, run_id: str, *, after_seq: int = 0) -> RunStream:
-        """Stream the events of an existing run with seq greater than `after_seq`, reconnecting as needed."""
-        return RunStream(self._client, run_id=run_id, after_seq=after_seq)
+    def stream_events(
+        self, run_id: str, *, after_seq: int = 0, tools: Mapping[str, ToolFunction] | None = None
+    ) -> RunStream:
+        """Stream the events of an existing run with seq greater than `after_seq`, reconnecting as needed.
+
+        `tools` are functions for the client tools the run may call, as in `stream`.
+        """
+        local = _sync_tools(LocalTools(tools) if tools else None)
+        return RunStream(self._client, run_id=run_id, after_seq=after_seq, tools=local)
 
     def list_events(self, run_id: str, *, after_seq: int = 0, limit: NotGivenOr[int] = NOT_GIVEN) -> SyncPage[Event]:
         """The run's stored events with seq greater than `after_seq`, in order, without waiting for new ones.
@@ -95,7 +119,7 @@ class Runs:
 
     def create_and_wait(
         self,
-        message: str,
+        message: str | None = None,
         *,
         timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -107,16 +131,30 @@ class Runs:
     ) -> Run:
         """Start a run and wait until it is finished; see `create` and `wait` for the arguments.
 
+        With `tools={name: function}`, each function is declared as a client tool and run here
+        when the run calls it; its return value (or the message of what it raised) is the tool's
+        result, and the run goes on:
+
+        ```python
+        def lookup_order(order_id: str) -> dict:
+            \"""Find an order by its id.\"""
+            return {"status": "shipped"}
+
+        run = client.runs.create_and_wait("Where is A1?", agent_id=agent.id, tools={"lookup_order": lookup_order})
+        ```
+
         Raises `RunFailedError` when `raise_on_failure` is set and the run failed.
         """
-        run = self._create("/v1/runs", message, params)
-        run = self.wait(
+        local = _sync_tools(local_tools(params))
+        run = self._create("/v1/runs", message, params, local=local)
+        run = self._wait(
             run.id,
             timeout=timeout,
             poll_interval=poll_interval,
             on_question=on_question,
             on_approval=on_approval,
             on_input=on_input,
+            tools=local,
         )
         return check_outcome(run, raise_on_failure=raise_on_failure)
 
@@ -129,6 +167,7 @@ class Runs:
         on_question: OnQuestion | None = None,
         on_approval: OnApproval | None = None,
         on_input: OnInput | None = None,
+        tools: Mapping[str, ToolFunction] | None = None,
     ) -> Run:
         """Block until the run is completed, failed or cancelled, and return it.
 
@@ -136,7 +175,9 @@ class Runs:
         oldest first, to the callback of its kind, and what the callback returns is sent as the
         answer: `on_question(wait)` returns `{question: answer}`; `on_approval(wait)` returns
         `True`/`False`, `"allow"`/`"deny"` or `{"decision", "reason", "remember"}`; `on_input(wait)`
-        returns the text. At a wait with no callback for its kind, the waiting run is returned.
+        returns the text. A call of a client tool (a `tool_result` wait) goes to the function of its
+        name in `tools`, and its result is posted. At a wait with no callback or function for it,
+        the waiting run is returned.
 
         ```python
         run = client.runs.wait(
@@ -149,7 +190,30 @@ class Runs:
         Args:
             timeout: seconds to wait at most, then raise `runyard.TimeoutError`; `None` waits for ever.
             poll_interval: pause between polls when the server answers early with an unsettled run.
+            tools: `{name: function}` for the run's client tools (see `create_and_wait`).
         """
+        local = _sync_tools(LocalTools(tools) if tools else None)
+        return self._wait(
+            run_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            on_question=on_question,
+            on_approval=on_approval,
+            on_input=on_input,
+            tools=local,
+        )
+
+    def _wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None,
+        poll_interval: float,
+        on_question: OnQuestion | None,
+        on_approval: OnApproval | None,
+        on_input: OnInput | None,
+        tools: LocalTools | None,
+    ) -> Run:
         deadline = wait_deadline(timeout, time.monotonic())
         while True:
             started = time.monotonic()
@@ -159,7 +223,11 @@ class Runs:
                 return run
             if run.status is RunStatus.WAITING:
                 waits = open_waits(self.waits(run_id))
-                for wait in waits:
+                calls = tools.pending(waits) if tools is not None else []
+                if tools is not None and calls:
+                    run = self._send_tool_results(run_id, tools.call_all(calls))
+                answered = {wait.id for wait in calls}
+                for wait in (w for w in waits if w.id not in answered):
                     callback = pick_callback(wait, on_question=on_question, on_approval=on_approval, on_input=on_input)
                     if callback is None:
                         return run
@@ -224,16 +292,48 @@ class Runs:
             "POST", path_for("/v1/runs/{}/input", run_id), Wait, json={"content": content}
         )
 
-    def reply(self, run_id: str, message: str) -> Run:
+    def reply(self, run_id: str, message: str, *, files: NotGivenOr[Sequence[str | File]] = NOT_GIVEN) -> Run:
         """Follow up on a run: a new run on the same thread and agent that sees the conversation so far.
 
         The run must have ended, or be waiting: then the message answers its pause as free input
         and the same (resumed) run is returned. Raises `ConflictError` while it runs; use
-        `append_message` then.
+        `append_message` then. `files` (ids or `File`s) are put into the thread's workspace first.
+        """
+        body: dict[str, Any] = {"message": message}
+        if not isinstance(files, NotGiven):
+            body["files"] = file_ids(files)
+        return self._client._request_model("POST", path_for("/v1/runs/{}/reply", run_id), Run, json=body)
+
+    def tool_results(self, run_id: str, results: Sequence[Mapping[str, Any]]) -> Run:
+        """Post results of client tools the run waits for (`waiting_for: "tool_result"`); return the run.
+
+        Each result is `{"tool_call_id": ..., "output": ...}` or, when the tool failed,
+        `{"tool_call_id": ..., "error": "message"}`; the call ids are the waits' `tool_call_id`
+        (`wait.request` holds the tool's `name` and `args`). The run resumes once none of its
+        waits is open. Posting the same results again is harmless; other results for an answered
+        call raise `ConflictError` (as does a run that waits for no tool result), an unknown call id
+        raises `NotFoundError`, and an output that does not match the tool's `output_schema` raises
+        `ValidationError` (`.field` names it, e.g. `results[0].output.status`).
         """
         return self._client._request_model(
-            "POST", path_for("/v1/runs/{}/reply", run_id), Run, json={"message": message}
+            "POST",
+            path_for("/v1/runs/{}/tool_results", run_id),
+            Run,
+            json={"results": [dict(result) for result in results]},
+            # The server answers the same results the same way: a retry after they went out is safe.
+            idempotency_key=new_idempotency_key(),
         )
+
+    def _send_tool_results(self, run_id: str, results: list[dict[str, Any]]) -> Run:
+        # An output the server refuses (its tool's output_schema) is sent as that tool's error.
+        while True:
+            try:
+                return self.tool_results(run_id, results)
+            except _exc.ValidationError as exc:
+                fixed = without_rejected(results, exc)
+                if fixed is None:
+                    raise
+                results = fixed
 
     def append_message(self, run_id: str, message: str) -> Run:
         """Add a user message to a run in flight; the model sees it at its next step.
@@ -293,6 +393,14 @@ class Runs:
         """
         return self._client._request_model("POST", path_for("/v1/runs/{}/cancel", run_id), Run)
 
-    def _create(self, path: str, message: str, params: Mapping[str, Any]) -> Run:
-        options = create_options(path, message, params, stream=False)
+    def _create(
+        self, path: str, message: str | None, params: Mapping[str, Any], *, local: LocalTools | None = None
+    ) -> Run:
+        options = create_options(path, message, params, stream=False, local=local)
         return self._client._parse(self._client.request(options), Run)
+
+
+def _sync_tools(tools: LocalTools | None) -> LocalTools | None:
+    if tools is not None:
+        tools.require_sync()
+    return tools

@@ -1,4 +1,4 @@
-"""`client.threads`: conversation threads, their messages, and their runs."""
+"""`client.threads`: conversation threads, their messages, their runs and their files."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 from pydantic import BaseModel, ConfigDict
 
 from ...domain import Run, Thread, ThreadMessage
-from ..base_client import path_for
 from ..pagination import AsyncPaginator, SyncPage
+from ..paths import path_for
 from ..types import NOT_GIVEN, NotGiven, NotGivenOr, strip_not_given
 from .async_runs import AsyncRuns
+from .files import AsyncThreadFiles, ThreadFiles
 from .run_params import ThreadRunCreateParams
 from .runs import Runs
 
@@ -61,7 +62,7 @@ class ThreadRuns:
         self._client = client
         self._runs = runs
 
-    def create(self, thread_id: str, message: str, **params: Unpack[ThreadRunCreateParams]) -> Run:
+    def create(self, thread_id: str, message: str | None = None, **params: Unpack[ThreadRunCreateParams]) -> Run:
         """Start a run on an existing thread; the arguments are those of `client.runs.create` but `thread_id`."""
         return self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
@@ -80,6 +81,8 @@ class Threads:
         self._client = client
         self.runs = ThreadRuns(client, runs)
         """The runs of a thread."""
+        self.files = ThreadFiles(client)
+        """The files of a thread's workspace."""
 
     def create(
         self, *, user_id: NotGivenOr[str] = NOT_GIVEN, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN
@@ -120,7 +123,7 @@ class AsyncThreadRuns:
         self._client = client
         self._runs = runs
 
-    async def create(self, thread_id: str, message: str, **params: Unpack[ThreadRunCreateParams]) -> Run:
+    async def create(self, thread_id: str, message: str | None = None, **params: Unpack[ThreadRunCreateParams]) -> Run:
         """Start a run on an existing thread; the arguments are those of `client.runs.create` but `thread_id`."""
         return await self._runs._create(path_for("/v1/threads/{}/runs", thread_id), message, params)
 
@@ -139,6 +142,8 @@ class AsyncThreads:
         self._client = client
         self.runs = AsyncThreadRuns(client, runs)
         """The runs of a thread."""
+        self.files = AsyncThreadFiles(client)
+        """The files of a thread's workspace."""
 
     async def create(
         self, *, user_id: NotGivenOr[str] = NOT_GIVEN, metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN

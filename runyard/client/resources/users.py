@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ...domain import Memory
-from ..base_client import path_for
 from ..pagination import AsyncPaginator, SyncPage
+from ..paths import path_for
 from ..types import NOT_GIVEN, NotGivenOr
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...domain import Wait, WaitStatus
-from ..base_client import path_for
 from ..pagination import AsyncPaginator, SyncPage
+from ..paths import path_for
 from ..types import NOT_GIVEN, NotGiven, NotGivenOr, strip_not_given
 
 if TYPE_CHECKING:
