@@ -309,7 +309,22 @@ def bench_distributed() -> None:
     run(report, pct)
 
 
-CLUSTER_SCENARIOS = {"distributed": bench_distributed}
+def bench_files() -> None:
+    """(i) 10 MB upload and download on the db and S3 backends (bench/files_mcp.py)."""
+    from bench.files_mcp import bench_files as run
+
+    run(report)
+
+
+def bench_mcp() -> None:
+    """(j) a journaled MCP tool call over a built-in one (bench/files_mcp.py)."""
+    from bench.files_mcp import bench_mcp as run
+
+    run(report)
+
+
+CLUSTER_SCENARIOS = {"distributed": bench_distributed, "files": bench_files, "mcp": bench_mcp}
+"""Scenarios that start their own servers (and the services they need)."""
 
 
 def main(argv: list[str]) -> None:
