@@ -3,6 +3,7 @@ the `AWS_*` environment a client needs to reach it, and a listing read over plai
 
 from __future__ import annotations
 
+import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ class S3Server:
 @contextmanager
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server in a thread on 127.0.0.1 with a fresh bucket, stopped afterwards."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
