@@ -1,10 +1,11 @@
 """Retention: delete ended runs with everything keyed by their id, and expired idempotency keys.
 
 What goes: a run that is `completed`, `failed` or `cancelled` and ended before `runs_before`,
-with its events, checkpoint, tool-call journal and waits. Pending, running and waiting runs
-are never touched, whatever their age. Threads and agents stay (a thread's later runs carry
-its conversation in their own checkpoints), and so do memories: their `run_id` only records
-which run saved them, they belong to the user.
+with its events, checkpoint, tool-call journal, waits and its record of the files it wrote.
+Pending, running and waiting runs are never touched, whatever their age. Threads and agents
+stay (a thread's later runs carry its conversation in their own checkpoints), and so do the
+thread's files and memories: their `run_id` only records which run wrote them last; they
+belong to the thread and the user (deleting the thread deletes its files).
 
 Each `purge` is one bounded batch in the caller's transaction: at most `batch` runs (and, in
 the same call, at most `batch` idempotency keys), so no transaction holds its locks, or on
@@ -25,7 +26,7 @@ from sqlalchemy import delete, select, tuple_
 from ..domain import RunStatus
 from .db import Conn, Tx, utcnow
 from .ids import first_id_at
-from .schema import checkpoints, events, idempotency_keys, runs, tool_calls, waits
+from .schema import checkpoints, events, idempotency_keys, run_files, runs, tool_calls, waits
 
 __all__ = ["BATCH", "BATCHES_PER_REAP", "cutoffs", "purge"]
 
@@ -46,7 +47,7 @@ _ENDED_AT = {
 
 # Children before the run: `waits.run_id` has a foreign key to `runs`; the other three are
 # keyed by run_id without one.
-_RUN_ROWS = (events, checkpoints, tool_calls, waits)
+_RUN_ROWS = (events, checkpoints, tool_calls, waits, run_files)
 
 
 def cutoffs(

@@ -38,7 +38,7 @@ from runyard.store.ids import new_id
 from runyard.store.migrate import upgrade
 from runyard.worker.loop import Worker
 
-RUN_TABLES = (s.runs, s.events, s.checkpoints, s.tool_calls, s.waits)
+RUN_TABLES = (s.runs, s.events, s.checkpoints, s.tool_calls, s.waits, s.run_files)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -101,6 +101,7 @@ async def run_with_rows(store: Store, org: str, agent: dict[str, Any], status: R
         await tx.conn.execute(insert(s.tool_calls).values(
             run_id=run_id, tool_call_id="call_1", name="calculator", args_hash="0" * 64, result={"v": 2},
             is_error=False, created_at=now))
+        await tx.conn.execute(insert(s.run_files).values(run_id=run_id, file_id=new_id("file")))
         await waits.insert_many(tx.conn, [{
             "id": new_id("wait"), "org_id": org, "run_id": run_id, "user_id": None, "kind": "input",
             "tool_call_id": None, "request": {"prompt": "?"}, "answer_schema": waits.INPUT_SCHEMA,
@@ -152,7 +153,7 @@ async def test_ended_runs_go_with_all_their_rows_and_nothing_else_does(store: St
     counts = await purge(store, runs_before=before)
 
     assert counts == {"runs": 3, "events": expected_events, "checkpoints": 3, "tool_calls": 3, "waits": 3,
-                      "idempotency_keys": 0}
+                      "run_files": 3, "idempotency_keys": 0}
     for run_id in ended:
         assert await rows_of(store, run_id) == dict.fromkeys(counts.keys() - {"idempotency_keys"}, 0)
     for run_id in [old[RunStatus.PENDING], old[RunStatus.RUNNING], old[RunStatus.WAITING], ended_late, recent]:
