@@ -225,7 +225,7 @@ class Files:
 
 
 class RunFiles:
-    """`client.runs.files`: the files of a run's thread workspace."""
+    """`client.runs.files`: the files a run wrote, and its workspace's files by path."""
 
     def __init__(self, client: Runyard) -> None:
         self._client = client
@@ -238,7 +238,7 @@ class RunFiles:
         before: NotGivenOr[str] = NOT_GIVEN,
         after: NotGivenOr[str] = NOT_GIVEN,
     ) -> SyncPage[File]:
-        """The files of the run's workspace; iterating the page walks all of them."""
+        """The files this run created or changed (that still exist); iterating the page walks all of them."""
         path = path_for("/v1/runs/{}/files", run_id)
         return self._client._request_page(path, File.model_validate, _list_params(limit, before, after))
 
@@ -323,7 +323,7 @@ class AsyncFiles:
 
 
 class AsyncRunFiles:
-    """`client.runs.files`: the files of a run's thread workspace."""
+    """`client.runs.files`: the files a run wrote, and its workspace's files by path."""
 
     def __init__(self, client: AsyncRunyard) -> None:
         self._client = client
@@ -336,7 +336,7 @@ class AsyncRunFiles:
         before: NotGivenOr[str] = NOT_GIVEN,
         after: NotGivenOr[str] = NOT_GIVEN,
     ) -> AsyncPaginator[File]:
-        """The files of the run's workspace: `await` for the first page or `async for` over all."""
+        """The files this run created or changed: `await` for the first page or `async for` over all."""
         path = path_for("/v1/runs/{}/files", run_id)
         return self._client._request_page(path, File.model_validate, _list_params(limit, before, after))
 
