@@ -12,9 +12,11 @@ a minimal PATH, and what the MCP SDK always passes on (HOME, USER, LOGNAME, SHEL
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -143,13 +145,13 @@ async def _transport(server: dict[str, Any], settings: Settings) -> ClientTransp
     url = server["url"]
     headers = _expand(server.get("headers") or {}, "header")
     if settings.mcp_allow_private:
-        return StreamableHttpTransport(url, headers=headers)
+        return StreamableHttpTransport(url, headers=headers, httpx_client_factory=_client_factory(None))
     host = urlsplit(url).hostname or ""
     try:  # the worker's own look-up: DNS may have changed since the agent was saved
         addresses = await asyncio.to_thread(public_addresses, host)
     except ValueError as exc:
         raise _Refused(str(exc)) from None
-    return StreamableHttpTransport(url, headers=headers, httpx_client_factory=_pinned_factory(host, addresses))
+    return StreamableHttpTransport(url, headers=headers, httpx_client_factory=_client_factory((host, addresses)))
 
 
 def _expand(values: Mapping[str, str], what: str) -> dict[str, str]:
@@ -178,7 +180,7 @@ class _PinnedTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, host: str, addresses: list[str]) -> None:
         self._host, self._addresses = host.lower(), addresses
-        self._inner = httpx2.AsyncHTTPTransport()
+        self._inner = httpx2.AsyncHTTPTransport(verify=_tls())
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.host.lower() != self._host:
@@ -199,7 +201,16 @@ class _PinnedTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _pinned_factory(host: str, addresses: list[str]) -> Any:
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Loading the CA bundle costs ~30 ms of CPU: once per process, not once per run attempt.
+    return ssl.create_default_context()
+
+
+def _client_factory(pinned: tuple[str, list[str]] | None) -> Any:
+    """The MCP client's HTTP client: the shared TLS context, pinned to the checked addresses unless
+    private addresses are allowed."""
+
     def factory(
         headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: Any = None, **_: Any
     ) -> httpx2.AsyncClient:
@@ -209,7 +220,8 @@ def _pinned_factory(host: str, addresses: list[str]) -> Any:
             timeout=timeout or httpx2.Timeout(30.0, read=300.0),
             auth=auth,
             follow_redirects=False,
-            transport=_PinnedTransport(host, addresses),
+            verify=_tls(),
+            transport=_PinnedTransport(*pinned) if pinned is not None else None,
         )
 
     return factory
