@@ -281,6 +281,8 @@ def answer_from_text(wait: dict[str, Any], content: str) -> Any:
         return {"decision": "deny", "reason": content}
     if wait["kind"] == "input":
         return {"content": content}
+    if wait["kind"] == "tool_result":
+        return {"output": content}  # the caller's tool returned this text
     return {"answers": {q["question"]: content for q in wait["request"].get("questions", [])}}
 
 

@@ -115,6 +115,16 @@ def test_an_unknown_call_is_404_and_a_run_not_waiting_for_results_is_409(http: h
     assert r.status_code == 409, r.text
 
 
+def test_free_text_input_answers_a_tool_result_wait_as_its_output(http: httpx.Client) -> None:
+    run = create(http, [call("lookup_order", order_id="A1"), {"text": "done"}],
+                 client_tools=[{k: v for k, v in LOOKUP.items() if k != "output_schema"}])
+    until_status(http, run["id"], "waiting")
+    assert http.post(f"/v1/runs/{run['id']}/input", json={"content": "shipped"}).status_code == 200
+    done = finished(http, run["id"])
+    assert [r["result"] for r in of_type(events(http, run["id"]), "tool.result")] == ["shipped"]
+    assert tool_returns(http, done, "lookup_order") == ["shipped"]
+
+
 def test_two_calls_at_once_resume_only_when_both_results_are_in(http: httpx.Client) -> None:
     step = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A"}},
                            {"name": "lookup_order", "args": {"order_id": "B"}}]}
