@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     """Let MCP server URLs point at private and loopback addresses. Default false (refused)."""
     mcp_timeout: float = Field(default=30.0, gt=0)
     """Seconds to connect to an MCP server, and to wait for one tool call. Default 30."""
+
+    @field_validator("files")
+    @classmethod
+    def _files_backend(cls, value: str) -> str:
+        # Refused when the process starts, not at the first upload or file tool call.
+        if value != "db" and not (value.startswith("s3://") and value[len("s3://") :].split("/", 1)[0]):
+            raise ValueError("RUNYARD_FILES must be 'db' or 's3://bucket[/prefix]'")
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -403,7 +403,7 @@ class RunWaiting(Event):
 
     @property
     def waiting_for(self) -> WaitKind | None:
-        """What the run waits for: `question`, `approval` or `input`."""
+        """What the run waits for: `question`, `approval`, `input` or `tool_result`."""
         return self.data.get("waiting_for")
 
     @property

@@ -46,7 +46,7 @@ MetadataFilters = Annotated[dict[str, str], Depends(metadata_filters)]
 
 SEED_STATUSES = {
     "awaiting_approval": ("waiting", ["approval"]),
-    "waiting_for_input": ("waiting", ["question", "input"]),
+    "waiting_for_input": ("waiting", ["question", "input", "tool_result"]),
 }
 """The seeds' status names, as (status, waiting_for) filters."""
 

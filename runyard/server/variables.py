@@ -52,7 +52,9 @@ def render_task(agent: dict[str, Any], variables: dict[str, Any] | None, message
             raise InvalidInput("message is required (the agent has no message_template)", field="message")
         return message
     try:
-        task = _ENV.from_string(template).render({**(variables or {}), "message": message})
+        # Without a message, `{{ message }}` is undefined like any other missing variable (422).
+        given = {"message": message} if message is not None else {}
+        task = _ENV.from_string(template).render({**(variables or {}), **given})
     except UndefinedError as exc:
         raise InvalidInput(f"variables: the agent's message_template needs {exc.message}", field="variables") from None
     except TemplateError as exc:

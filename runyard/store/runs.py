@@ -365,6 +365,8 @@ async def reply(
         run, TERMINAL_STATUSES, f"add to it with POST /v1/runs/{run_id}/messages, or reply once it has ended"
     )
     agent = await agents.get(tx.conn, org_id, run["agent_id"])
+    # The follow-up keeps the caller's tools the run was given (the agent's may have changed since).
+    config = (await tx.conn.execute(select(runs.c.config).where(runs.c.id == run_id))).scalar_one()
     new = await create(
         tx,
         org_id,
@@ -377,6 +379,7 @@ async def reply(
         metadata={},
         options={k: run[k] for k in RUN_OPTION_DEFAULTS},
         output_schema=run["output_schema"],
+        client_tools=config.get("client_tools") or [],
         files=files,
         file_limits=file_limits,
     )

@@ -125,6 +125,9 @@ class JournalToolset(WrapperToolset[RunDeps]):
                 raise ToolFailed(str(done.result))
             return done.result
         if not ctx.tool_call_approved and deps.needs_approval(name):
+            if not deps.run.options.human_in_the_loop:
+                # Only an MCP server's require_approval gets here (run creation refuses it): never run unasked.
+                raise ToolFailed(f"{name} needs a human's approval, and this run has no human in the loop")
             raise ApprovalRequired
         call = ToolCallContext(deps.run.id, call_id)
         token = current_tool_call.set(call)

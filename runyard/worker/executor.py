@@ -266,7 +266,9 @@ async def _drive(
     state.start = start
     if start.answer is not None and then is None:
         return Completed(start.answer, None, start.history)  # the saved checkpoint already ends with this answer
-    servers = [] if start.planning else run.config.get("mcp_servers") or []
+    servers = run.config.get("mcp_servers") or []
+    if start.planning and not (start.fresh and then is None):
+        servers = []  # while a plan waits no tool is offered; a fresh start connects only to declare them
     # MCP tools are prefixed by their server; one that would shadow a tool of the run is skipped.
     async with _connect_mcp(servers, settings, reserved=tool_names(run)) as mcp:
         for server, error in mcp.errors:
@@ -276,17 +278,18 @@ async def _drive(
             # The tools the run may use (in plan mode they stay hidden until the plan is approved).
             writer.emit("tools.declared", {"tools": declared_tools(run, tool_names(run), mcp.specs)})
         names = tool_names(run, planning=start.planning)
+        offered_mcp = {} if start.planning else dict(mcp.specs)
         mode = run.options.permission_mode
         deps = RunDeps(
             run,
             writer,
             state,
             settings,
-            offered=frozenset([*names, *mcp.specs]),
+            offered=frozenset([*names, *offered_mcp]),
             prices=resolved.prices,
             permission_mode="autonomous" if mode == "plan" else mode,
             remembered=remembered_tools(start.waits),
-            mcp=dict(mcp.specs),
+            mcp=offered_mcp,
         )
         agent = agent_for(run, names)
         history, prompt, deferred = start.history, start.prompt, start.deferred
@@ -300,7 +303,7 @@ async def _drive(
             deps=deps,
             deferred_tool_results=deferred,
             instructions=start.instructions,
-            toolsets=[JournalToolset(t) for t in mcp.toolsets] or None,
+            toolsets=[JournalToolset(t) for t in mcp.toolsets] if offered_mcp else None,
         ) as agent_run:
             await run_turn(agent_run, deps)
     assert agent_run.result is not None

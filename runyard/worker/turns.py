@@ -43,6 +43,7 @@ __all__ = ["checkpoint_of", "jsonable", "run_turn"]
 async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
     """Drive `agent_run` to its output; `deps.state` is what the turn changes."""
     state, writer = deps.state, deps.writer
+    client_tools = {t["name"] for t in deps.run.config.get("client_tools") or []}
     unsaved = False  # tool results (or a retry prompt) in the conversation that no checkpoint holds yet
     async for node in agent_run:
         if Agent.is_model_request_node(node):
@@ -86,6 +87,8 @@ async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
                     elif part.tool_call_id in state.answered:
                         # A human's answer or a caller's tool result; a caller's error is a tool.error.
                         failed = part.outcome == "failed"
+                        if part.tool_name in client_tools:
+                            state.usage["tool_calls"] = state.usage.get("tool_calls", 0) + 1
                         key = "error" if failed else "result"
                         writer.emit(
                             "tool.error" if failed else "tool.result",

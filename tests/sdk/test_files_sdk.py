@@ -151,7 +151,7 @@ async def test_async_upload_run_and_download(aclient: AsyncRunyard, tmp_path: Pa
 
 
 def test_upload_body_is_multipart_with_the_path() -> None:
-    options = upload_options(b"hi", filename="a.md", path="docs/a.md", content_type=None)
+    options = upload_options(b"hi", filename="a.md", path="docs/a.md")
     assert options.headers["Content-Type"].startswith("multipart/form-data; boundary=")
     assert options.content is not None
     assert b'name="path"\r\n\r\ndocs/a.md' in options.content

@@ -125,6 +125,30 @@ def test_free_text_input_answers_a_tool_result_wait_as_its_output(http: httpx.Cl
     assert tool_returns(http, done, "lookup_order") == ["shipped"]
 
 
+def test_a_reply_keeps_the_runs_client_tools_and_calls_count_in_usage(http: httpx.Client) -> None:
+    import uuid
+
+    # The script lives on the agent, so the reply (a new run of it) follows it too.
+    script = [call("lookup_order", order_id="A1"), {"text": "done"}]
+    agent = http.post("/v1/agents", json={"name": f"ct-{uuid.uuid4().hex[:8]}", "metadata": {"script": script}})
+    run = create(http, agent_id=agent.json()["id"], client_tools=[LOOKUP])
+    run = until_status(http, run["id"], "waiting")
+    [wait] = http.get(f"/v1/runs/{run['id']}/waits").json()["data"]
+    assert wait["id"] in [w["id"] for w in http.get(
+        "/v1/waits", params={"status": "open"}).json()["data"]]
+    assert run["id"] in [r["id"] for r in http.get("/v1/runs", params={"status": "waiting_for_input",
+                                                                         "limit": 100}).json()["data"]]
+    http.post(f"/v1/runs/{run['id']}/tool_results",
+              json={"results": [{"tool_call_id": wait["tool_call_id"], "output": {"status": "a"}}]})
+    done = finished(http, run["id"])
+    assert done["usage"]["tool_calls"] == 1
+    r = http.post(f"/v1/runs/{run['id']}/reply", json={"message": "again"})
+    assert r.status_code == 201, r.text
+    # The reply follows the same script from its start: it calls lookup_order again, a client tool still.
+    follow = until_status(http, r.json()["id"], "waiting")
+    assert follow["waiting_for"] == "tool_result"
+
+
 def test_two_calls_at_once_resume_only_when_both_results_are_in(http: httpx.Client) -> None:
     step = {"tool_calls": [{"name": "lookup_order", "args": {"order_id": "A"}},
                            {"name": "lookup_order", "args": {"order_id": "B"}}]}

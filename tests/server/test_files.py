@@ -426,3 +426,13 @@ def test_a_run_past_the_thread_limits_gets_tool_errors(small: httpx.Client) -> N
     assert "at most 1000" in outcomes[0][1] and "at most 1500" in outcomes[2][1] and "3 files" in outcomes[6][1]
     files_now = small.get(f"/v1/threads/{run['thread_id']}/files").json()["data"]
     assert sorted((f["path"], f["size"]) for f in files_now) == [("a", 799), ("b", 700), ("c", 0)]
+
+
+@pytest.mark.parametrize("value", ["disk", "s3://", "s3:///prefix", "S3://bucket"])
+def test_a_files_backend_that_is_neither_db_nor_s3_is_refused_at_start(value: str) -> None:
+    from pydantic import ValidationError
+
+    from runyard.config import Settings
+
+    with pytest.raises(ValidationError, match="RUNYARD_FILES"):
+        Settings(files=value)

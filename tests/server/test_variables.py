@@ -71,6 +71,13 @@ def test_a_template_variable_not_given_is_422(http: httpx.Client) -> None:
     assert run_count(http, a["id"]) == 0
 
 
+def test_a_template_using_message_needs_one(http: httpx.Client) -> None:
+    a = agent(http, message_template="{{ message }} in {{ city }}")
+    r = http.post("/v1/runs", json={"agent_id": a["id"], "variables": {"city": "Oslo"}})
+    assert r.status_code == 422 and "message" in error_of(r)["message"]
+    assert run_count(http, a["id"]) == 0
+
+
 def test_message_is_required_without_a_template(http: httpx.Client) -> None:
     a = agent(http)
     r = http.post("/v1/runs", json={"agent_id": a["id"]})

@@ -660,6 +660,30 @@ def test_e2e_require_approval_waits_even_for_read_only_tools(api: httpx.Client, 
     assert [r["result"] for r in of_type(events(api, run_id), "tool.result")] == [10]
 
 
+def test_e2e_require_approval_needs_a_human_in_the_loop(api: httpx.Client, calc: MCPHttpServer) -> None:
+    agent = make_agent(api, [{"name": "calc", "url": calc.url, "require_approval": True}])
+    r = api.post("/v1/runs", json={"agent_id": agent["id"], "message": "go"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "human_in_the_loop"
+    assert api.get("/v1/runs", params={"agent_id": agent["id"]}).json()["data"] == []
+
+
+def test_e2e_plan_mode_declares_mcp_tools_and_offers_them_once_the_plan_is_approved(
+    api: httpx.Client, calc: MCPHttpServer
+) -> None:
+    agent = make_agent(api, [{"name": "calc", "url": calc.url}])
+    script = [{"text": "1. add"}, step(("calc_add", {"a": 1, "b": 2})), {"text": "three"}]
+    run_id = start_run(api, agent, script, human_in_the_loop=True, permission_mode="plan")
+    plan = open_wait(api, run_id)
+    [declared] = of_type(events(api, run_id), "tools.declared")
+    assert "calc_add" in [t["name"] for t in declared["tools"]]
+    assert of_type(events(api, run_id), "tool.call") == []
+    api.post(f"/v1/runs/{run_id}/approve", json={"wait_id": plan["id"], "decision": "allow"}).raise_for_status()
+    run = settled(api, run_id, "completed", "failed")
+    assert run["status"] == "completed", run
+    assert [r["result"] for r in of_type(events(api, run_id), "tool.result")] == [3]
+
+
 def test_e2e_a_side_effect_happens_once_across_a_pause(
     api: httpx.Client, calc: MCPHttpServer, record_file: Path
 ) -> None:

@@ -74,15 +74,13 @@ def _content_and_name(file: FileInput, filename: str | None) -> tuple[bytes, str
     return content, filename or (Path(name).name if isinstance(name, str) else DEFAULT_UPLOAD_NAME)
 
 
-def upload_options(
-    file: FileInput, *, filename: str | None, path: NotGivenOr[str], content_type: str | None
-) -> RequestOptions:
+def upload_options(file: FileInput, *, filename: str | None, path: NotGivenOr[str]) -> RequestOptions:
     """The multipart `POST /v1/files`: the file as field `file`, and `path` when given.
 
     The body is built in memory once, so that a retry sends the same bytes.
     """
     content, name = _content_and_name(file, filename)
-    media_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     form = {} if isinstance(path, NotGiven) else {"path": path}
     encoded = httpx.Request("POST", "/", files={"file": (name, content, media_type)}, data=form)
     return RequestOptions(
@@ -172,17 +170,16 @@ class Files:
         *,
         filename: str | None = None,
         path: NotGivenOr[str] = NOT_GIVEN,
-        content_type: str | None = None,
     ) -> File:
         """Upload a file and return it; give its id (or the `File`) to `runs.create(files=[...])`.
 
         Args:
             file: a local path, the content as bytes, or a binary file object.
             filename: the file's name (default: the local file's name, or "upload" for bytes).
-            path: where in the thread's workspace the run finds it (default: the filename).
-            content_type: its media type (default: guessed from the name).
+            path: where in the thread's workspace the run finds it (default: the filename); the
+                server gives the file its content type from this name (`text/plain` if unknown).
         """
-        options = upload_options(file, filename=filename, path=path, content_type=content_type)
+        options = upload_options(file, filename=filename, path=path)
         return self._client._parse(self._client.request(options), File)
 
     def retrieve(self, file_id: str) -> File:
@@ -282,10 +279,9 @@ class AsyncFiles:
         *,
         filename: str | None = None,
         path: NotGivenOr[str] = NOT_GIVEN,
-        content_type: str | None = None,
     ) -> File:
         """Upload a file and return it; the arguments are those of `Runyard.files.upload`."""
-        options = upload_options(file, filename=filename, path=path, content_type=content_type)
+        options = upload_options(file, filename=filename, path=path)
         return self._client._parse(await self._client.request(options), File)
 
     async def retrieve(self, file_id: str) -> File:

@@ -53,6 +53,14 @@ async def _create_run(
             raise InvalidInput(
                 "agent_id is required (or name and instructions to find or create an agent)", field="agent_id"
             )
+        if not body.human_in_the_loop:
+            gated = next((m["name"] for m in agent.get("mcp_servers") or [] if m.get("require_approval")), None)
+            if gated is not None:
+                raise InvalidInput(
+                    f"agent {agent['id']}'s MCP server {gated!r} requires approval for every call: "
+                    "create the run with human_in_the_loop: true",
+                    field="human_in_the_loop",
+                )
         run = await runs.create(
             tx,
             org,
