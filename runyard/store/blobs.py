@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "Blobs", "DbBlobs", "S3Blobs", "for_url", "key_for", "scope_prefix"]
 
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024
 """Bytes per read when content is streamed out (a download holds one chunk at a time)."""
 
 

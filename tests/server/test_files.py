@@ -6,6 +6,7 @@ Limits are exercised on a second server with small ones, so a 413 needs no 10 MB
 
 from __future__ import annotations
 
+import os
 import base64
 import hashlib
 import uuid
@@ -436,3 +437,17 @@ def test_a_files_backend_that_is_neither_db_nor_s3_is_refused_at_start(value: st
 
     with pytest.raises(ValidationError, match="RUNYARD_FILES"):
         Settings(files=value)
+
+
+def test_a_download_longer_than_one_read_chunk_is_whole_and_ranges_cross_chunks(http: httpx.Client) -> None:
+    from runyard.store.blobs import CHUNK
+
+    content = os.urandom(2 * CHUNK + 12345)
+    r = upload(http, "big.bin", content)
+    assert r.status_code == 201, r.text
+    url = f"/v1/files/{r.json()['id']}/content"
+    whole = http.get(url)
+    assert whole.headers["Content-Length"] == str(len(content)) and whole.content == content
+    start, end = CHUNK - 10, 2 * CHUNK + 10  # spans three reads
+    part = http.get(url, headers={"Range": f"bytes={start}-{end - 1}"})
+    assert part.status_code == 206 and part.content == content[start:end]
