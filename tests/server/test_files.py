@@ -6,9 +6,9 @@ Limits are exercised on a second server with small ones, so a 413 needs no 10 MB
 
 from __future__ import annotations
 
-import os
 import base64
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
