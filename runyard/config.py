@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
     """Let MCP server URLs point at private and loopback addresses. Default false (refused)."""
     mcp_timeout: float = Field(default=30.0, gt=0)
     """Seconds to connect to an MCP server, and to wait for one tool call. Default 30."""
+
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line, with `run_id`, `trace_id`, `worker_id` where known. Default text."""
+    log_level: str = "INFO"
+    """The level of Runyard's own loggers (`DEBUG`, `INFO`, `WARNING`, …). Default INFO."""
+    metrics_token: str | None = None
+    """When set, `GET /metrics` needs `Authorization: Bearer <token>`. Default: open."""
 
     @field_validator("files")
     @classmethod
