@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     """The level of Runyard's own loggers (`DEBUG`, `INFO`, `WARNING`, …). Default INFO."""
     metrics_token: str | None = None
     """When set, `GET /metrics` needs `Authorization: Bearer <token>`. Default: open."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """`runyard worker` serves its Prometheus metrics on this port (`/metrics`, bound to `host`, no
+    token: keep it on a private network). Default: unset, no listener. API nodes use `GET /metrics`."""
 
     @field_validator("files")
     @classmethod

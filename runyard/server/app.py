@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select, text
 
-from .. import runtime
+from .. import metrics, runtime
 from .._version import __version__
 from ..bus import create_bus
 from ..config import Settings, get_settings
+from ..domain import RunStatus
 from ..store import keys
 from ..store.db import Store
+from ..store.schema import runs as runs_table
 from ..worker.loop import Worker
 from . import errors
 from .middleware import MULTIPART_SLACK, EdgeMiddleware
@@ -40,6 +44,26 @@ async def bootstrap_key(store: Store, preset: str | None) -> str | None:
         if await keys.count(tx.conn) > 0:
             return None
         return await keys.create_key(tx.conn, "default")
+
+
+_ACTIVE = (RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+_COUNT_ACTIVE = (
+    select(runs_table.c.status, func.count()).where(runs_table.c.status.in_(_ACTIVE)).group_by(runs_table.c.status)
+)
+
+
+async def _scrape_gauges(store: Store) -> None:
+    """The gauges read when scraped: active runs by status (one query) and the pool in use."""
+    metrics.DB_POOL_IN_USE.set(metrics.pool_in_use(store))
+    try:
+        async with store.read() as conn:
+            counts = {status: n for status, n in (await conn.execute(_COUNT_ACTIVE)).all()}
+    except Exception:
+        # The other metrics still answer; the run gauges keep their last values.
+        log.warning("metrics: the database does not answer", exc_info=True)
+        return
+    for status in _ACTIVE:
+        metrics.RUNS_ACTIVE.labels(status).set(counts.get(status, 0))
 
 
 def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_ready: Any = None) -> FastAPI:
@@ -106,6 +130,25 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
         if not await request.app.state.store.bus.ping():
             return JSONResponse({"status": "unavailable", "database": "ok", "bus": "down"}, status_code=503)
         return {"status": "ok", "database": "ok", "bus": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics of this process; with `metrics_token` set, only for its bearer."""
+        token = request.app.state.settings.metrics_token
+        if token:
+            given = request.headers.get("authorization", "")
+            scheme, _, credentials = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+                return errors.error_response(
+                    401,
+                    "unauthorized",
+                    "missing or invalid metrics token: send 'Authorization: Bearer <RUNYARD_METRICS_TOKEN>'",
+                    field="Authorization",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        store: Store = request.app.state.store
+        await _scrape_gauges(store)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     console = Path(__file__).resolve().parent.parent / "console"
     if (console / "index.html").exists():

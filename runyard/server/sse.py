@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from .. import metrics
 from ..domain import TERMINAL_EVENT_TYPES, RunStatus
 from ..store import events, runs
 from ..store.db import Store
@@ -34,6 +35,7 @@ async def event_stream(
     store: Store, org_id: str, run_id: str, after_seq: int, *, heartbeat: float = HEARTBEAT_SECONDS
 ) -> AsyncIterator[bytes]:
     sub = store.bus.subscribe(f"run:{run_id}", maxsize=4096)
+    metrics.SSE_STREAMS.inc()
     try:
         last = after_seq
         terminal = False
@@ -100,6 +102,7 @@ async def event_stream(
             elif any(e["type"] in TERMINAL_EVENT_TYPES for e in batch):
                 terminal = True  # the run ended below the caller's cursor
     finally:
+        metrics.SSE_STREAMS.dec()
         sub.close()
 
 

@@ -8,6 +8,7 @@ with no gap and no duplicate, and seq order is commit order.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlalchemy import Text, bindparam, cast, insert, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ClauseElement
 
+from .. import metrics
 from ..domain import RunStatus
 from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
@@ -139,6 +141,7 @@ async def append_many(
     the answer instead of failing the others.
     """
     assert len({a.run_id for a in appends}) == len(appends), "one Append per run"
+    began = time.perf_counter()
     rows = {a.run_id: a.locked for a in appends if a.locked is not None}
     missing = sorted({a.run_id for a in appends} - rows.keys())
     if missing:
@@ -201,9 +204,14 @@ async def append_many(
         # (a wake for nothing costs every worker an empty claim).
         if thread_id is None or (await tx.conn.execute(_QUEUED_ON_THREAD, {"thread_id": thread_id})).first():
             tx.publish_after_commit("queue", run_id)
+    _APPEND_SECONDS.observe(time.perf_counter() - began)
+    if inserts:
+        _APPENDED.inc(len(inserts))
     return results
 
 
+_APPEND_SECONDS = metrics.EVENT_APPEND_SECONDS
+_APPENDED = metrics.EVENTS_APPENDED
 _LOCKED = (
     runs.c.id,
     runs.c.status,

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import metrics
 from ..domain import RUN_OPTION_DEFAULTS, RunOptions, RunStatus, WaitKind
 from . import checkpoints, events, queue
 from . import waits as waits_store
 from .checkpoints import Checkpoint
-from .db import Tx
+from .db import Tx, utcnow
 from .events import Fence, NewEvent
 
 __all__ = ["ClaimedRun", "FollowUpsQueued", "cancel", "complete", "fail", "pause", "release"]
@@ -51,6 +52,10 @@ class ClaimedRun:
     pending_messages: list[str]
     """Follow-up messages queued when the run was claimed (later ones are read as the run goes)."""
     fence: Fence
+    created_at: datetime | None = None
+    """When the run was queued (metrics: time to first event)."""
+    started_at: datetime | None = None
+    """When the run was first claimed (metrics: run duration)."""
 
     @property
     def attempt(self) -> int:
@@ -76,6 +81,8 @@ class ClaimedRun:
             usage=dict(row.usage),
             pending_messages=list(row.pending_messages),
             fence=fence,
+            created_at=row.created_at,
+            started_at=row.started_at,
         )
 
 
@@ -112,6 +119,7 @@ async def complete(
     )
     if checkpoint is not None:
         await checkpoints.save(tx.conn, run.org_id, run.id, checkpoint, attempt=run.attempt)
+    _finished(run, RunStatus.COMPLETED)
 
 
 async def pause(
@@ -152,6 +160,7 @@ async def fail(tx: Tx, run: ClaimedRun, new: Sequence[NewEvent], *, error: str, 
         changes={"error": error, "usage": usage, **_UNLEASED},
         fence=run.fence,
     )
+    _finished(run, RunStatus.FAILED)
 
 
 async def cancel(
@@ -166,6 +175,11 @@ async def cancel(
         changes={"output": output, "usage": usage, **_UNLEASED},
         fence=run.fence,
     )
+    _finished(run, RunStatus.CANCELLED)
+
+
+def _finished(run: ClaimedRun, status: RunStatus) -> None:
+    metrics.run_finished(status.value, run.model, started_at=run.started_at, now=utcnow())
 
 
 async def release(tx: Tx, run: ClaimedRun, new: Sequence[NewEvent], *, usage: dict[str, Any], reason: str) -> None:

@@ -16,10 +16,12 @@ loses its connection stops renewing and its runs go to whoever claims them next.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from .. import metrics
 from ..domain import RunStatus
 from . import events
 from .db import Row, Tx, utcnow
@@ -38,8 +40,10 @@ async def claim(
     tx: Tx, worker_id: str, *, limit: int, lease_seconds: float, now: float | None = None
 ) -> list[tuple[Row, Fence]]:
     """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
+    began = time.perf_counter()
     rows = (await tx.conn.execute(_candidates(tx.store.db_now()), {"limit": limit})).all()
     if not rows:
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - began)
         return []
     # One reading of the database clock for the batch, taken with the rows it leases.
     lease_until = float(rows[0].db_now if now is None else now) + lease_seconds
@@ -65,6 +69,7 @@ async def claim(
         )
         claimed.append(Row(row._mapping, **changes, status=RunStatus.RUNNING.value, last_seq=row.last_seq + 1))
     await events.append_many(tx, appends)
+    metrics.CLAIM_SECONDS.observe(time.perf_counter() - began)
     return [(r, Fence(worker_id, r.attempt)) for r in claimed]
 
 
@@ -157,7 +162,7 @@ async def reap_expired(
     `all_running` treats every running run as expired: an embedded server at startup knows
     no other process holds SQLite runs.
     """
-    query = select(runs.c.id, runs.c.attempt, runs.c.lost_leases, runs.c.usage).where(
+    query = select(runs.c.id, runs.c.attempt, runs.c.lost_leases, runs.c.usage, runs.c.model).where(
         runs.c.status == RunStatus.RUNNING.value
     )
     if not all_running:
@@ -174,6 +179,7 @@ async def reap_expired(
                 to=RunStatus.FAILED,
                 changes={"error": error, "worker_id": None, "lease_until": None, "lost_leases": lost},
             )
+            metrics.run_finished(RunStatus.FAILED.value, row.model)
             failed += 1
         else:
             await events.append(

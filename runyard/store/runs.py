@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
+from .. import metrics
 from ..config import get_settings
 from ..domain import ACTIVE_STATUSES, RUN_OPTION_DEFAULTS, TERMINAL_STATUSES, RunStatus
 from . import agents, events, threads, waits
@@ -184,6 +185,7 @@ async def create(
         assert thread_id is not None and file_limits is not None  # the thread was opened above if new
         await files_store.attach(tx, org_id, file_ids=files, thread_id=thread_id, run_id=run_id, limits=file_limits)
     tx.publish_after_commit("queue", run_id)
+    metrics.run_created(values["model"])
     return to_dict(
         Row(
             {
@@ -311,6 +313,7 @@ async def request_cancel(tx: Tx, org_id: str, run_id: str) -> dict[str, Any]:
             to=RunStatus.CANCELLED,
             changes={"cancel_requested": True, "waiting_for": None},
         )
+        metrics.run_finished(RunStatus.CANCELLED.value, run["model"])
     return await get(tx.conn, org_id, run_id)
 
 

@@ -28,9 +28,10 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.run import AgentRun
 
+from .. import metrics
 from ..store import checkpoints
 from ..store.checkpoints import Checkpoint
-from ..store.db import Tx
+from ..store.db import Tx, utcnow
 from ..store.events import NewEvent
 from .agents import RunDeps, RunState
 from .models import Prices
@@ -54,8 +55,13 @@ async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
                 # Saved before the request, so a resume sends these results instead of running the tools again.
                 await _checkpoint(deps, [*agent_run.all_messages(), node.request])
                 unsaved = False
+            # The run's first model request (first attempt, no response yet): time its first event.
+            first = deps.run.attempt == 1 and not state.usage.get("requests")
             async with node.stream(agent_run.ctx) as stream:
                 async for event in stream:
+                    if first:
+                        metrics.time_to_first_event(deps.run.created_at, utcnow())
+                        first = False
                     _on_stream_event(event, writer, state)
                 response = stream.response
             step = _step_events(response, deps)
@@ -157,6 +163,11 @@ def _add_usage(state: RunState, response: ModelResponse, prices: Prices | None) 
     total["requests"] = total.get("requests", 0) + 1
     if cost is not None:
         total["cost_usd"] = round((total.get("cost_usd") or 0.0) + cost, 10)
+    metrics.add_usage(
+        response.model_name,
+        (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, reasoning),
+        cost,
+    )
     return request
 
 

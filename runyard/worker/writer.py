@@ -10,9 +10,11 @@ so seq order is always the order things happened in. One writer per run keeps in
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .. import metrics
 from ..store import events
 from ..store.db import Store, Tx
 from ..store.errors import LeaseLost
@@ -72,8 +74,10 @@ class Flusher:
             return
         try:
             appends = [events.Append(w.run_id, w._buffer[:n], fence=w.fence) for w, n in held]
+            began = time.perf_counter()
             async with self.store.tx() as tx:
                 results = await events.append_many(tx, appends, lost_ok=True)
+            metrics.EVENT_FLUSH_SECONDS.observe(time.perf_counter() - began)
             for (writer, taken), result in zip(held, results, strict=True):
                 if isinstance(result, LeaseLost):
                     writer._error = result  # surfaced on the run's next emit or commit
