@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any
 
@@ -11,6 +12,8 @@ import typer
 from ..config import Settings, get_settings
 
 __all__ = ["admin_store", "banner", "migrate", "serve", "worker"]
+
+log = logging.getLogger("runyard.server")
 
 
 def admin_store(settings: Settings) -> Any:
@@ -38,6 +41,24 @@ def banner(url: str, app: Any) -> str:
     return f"Runyard is running at {url}  ({', '.join(paths)})"
 
 
+def shown_url(url: str) -> str:
+    """A database URL fit to print: its password (if any) masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database URL>"
+
+
+def _announce(settings: Settings, message: str, **fields: Any) -> None:
+    """A start-up line: printed as today in text mode, one INFO log line (with `fields`) in JSON mode."""
+    if settings.log_format == "json":
+        log.info(message, extra=fields)
+    else:
+        typer.echo(message)
+
+
 def serve(
     host: str = typer.Option(None, help="Address to bind \\[env RUNYARD_HOST, default 127.0.0.1]."),
     port: int = typer.Option(None, help="Port to bind \\[env RUNYARD_PORT, default 8321]."),
@@ -47,21 +68,37 @@ def serve(
     """Start the API (and, unless --no-worker, an in-process worker)."""
     import uvicorn
 
+    from .. import logs
     from ..server.app import create_app
 
     settings = _settings(host=host, port=port)
+    logs.configure(settings)
 
     def ready(app: Any, new_key: str | None) -> None:
-        typer.echo(banner(f"http://{settings.host}:{settings.port}", app))
+        url = f"http://{settings.host}:{settings.port}"
+        _announce(settings, banner(url, app), url=url)
         if new_key:
+            # Deliberately stdout only, never a log line: the one time the new admin key is shown.
             typer.echo(f"Admin API key (shown once, stored hashed): {new_key}")
             typer.echo(f"  export RUNYARD_API_KEY={new_key}")
-        typer.echo(f"Database: {settings.database_url}" + ("" if no_worker else "  ·  worker: in-process"))
+        database = shown_url(settings.database_url)
+        _announce(
+            settings,
+            f"Database: {database}" + ("" if no_worker else "  ·  worker: in-process"),
+            database=database,
+            worker="none" if no_worker else "in-process",
+        )
 
     app = create_app(settings, run_worker=not no_worker, on_ready=ready)
     # Open SSE streams must not hold a stopping node: clients resume elsewhere with Last-Event-ID.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        log_config=logs.uvicorn_log_config(settings),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -70,12 +107,13 @@ def worker(
     grace: float = typer.Option(10.0, help="Seconds to let runs finish on SIGTERM before handing them back."),
 ) -> None:
     """Run a worker process: claim queued runs and execute them."""
-    from .. import runtime
+    from .. import logs, runtime
     from ..bus import create_bus
     from ..store.db import Store
     from ..worker.loop import Worker
 
     settings = _settings(worker_concurrency=concurrency)
+    logs.configure(settings)
 
     async def main() -> None:
         bus = create_bus(settings.bus, settings.database_url)
@@ -83,8 +121,21 @@ def worker(
         store = Store.open(settings, bus)
         w = Worker(store, settings)
         await w.start()
+        if settings.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            from .. import metrics
+
+            metrics.DB_POOL_IN_USE.set_function(lambda: metrics.pool_in_use(store))
+            start_http_server(settings.metrics_port, addr=settings.host)
+            _announce(settings, f"metrics on http://{settings.host}:{settings.metrics_port}/metrics")
         runtime.tune_gc()
-        typer.echo(f"worker {w.worker_id} started (concurrency {w.concurrency})")
+        _announce(
+            settings,
+            f"worker {w.worker_id} started (concurrency {w.concurrency})",
+            worker_id=w.worker_id,
+            concurrency=w.concurrency,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.tools import DeferredToolRequests
 
+from .. import logs
 from ..config import Settings
 from ..store import outcomes
 from ..store.checkpoints import Checkpoint
@@ -128,6 +129,11 @@ async def execute(store: Store, settings: Settings, handle: RunHandle, flusher: 
     """Run one claimed run to its outcome (an end, a pause, a cancel, a shutdown, or a lost lease).
 
     `flusher`: the worker's, shared by all its runs (default: one for this run alone)."""
+    with logs.bind(run_id=handle.run.id):  # the worker binds it too (with its id): this covers direct calls
+        await _execute(store, settings, handle, flusher)
+
+
+async def _execute(store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None) -> None:
     run = handle.run
     own = flusher is None
     flusher = flusher or Flusher(store, settings.flush_interval)

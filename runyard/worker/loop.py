@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Any
 
+from .. import logs
 from ..config import Settings
 from ..store import queue, retention, waits
 from ..store.db import Store
@@ -104,17 +106,24 @@ class Worker:
     def _start(self, row: Any, fence: Fence) -> None:
         handle = RunHandle(ClaimedRun.of(row, fence))
         self.active[row.id] = handle
-        handle.task = asyncio.create_task(self._execute(handle), name=f"run-{row.id}")
+        # The run's row carries its trace id (ClaimedRun does not): bound for its log lines.
+        trace_id = getattr(row, "trace_id", None)
+        handle.task = asyncio.create_task(self._execute(handle, trace_id), name=f"run-{row.id}")
 
-    async def _execute(self, handle: RunHandle) -> None:
-        try:
-            await execute(self.store, self.settings, handle, self.flusher)
-        except Exception:
-            log.exception("run %s: executor crashed", handle.run.id)
-        finally:
-            self.active.pop(handle.run.id, None)
-            if self._full:
-                self._wake.set()
+    async def _execute(self, handle: RunHandle, trace_id: str | None = None) -> None:
+        # Inside the run's own task: the ids stay with this run's log lines, not the worker's.
+        with logs.bind(run_id=handle.run.id, trace_id=trace_id, worker_id=self.worker_id):
+            started = time.monotonic()
+            log.debug("run %s: executing attempt %d", handle.run.id, handle.run.attempt)
+            try:
+                await execute(self.store, self.settings, handle, self.flusher)
+            except Exception:
+                log.exception("run %s: executor crashed", handle.run.id)
+            finally:
+                self.active.pop(handle.run.id, None)
+                if self._full:
+                    self._wake.set()
+                log.debug("run %s: attempt ended after %.3f s", handle.run.id, time.monotonic() - started)
 
     async def _wake_loop(self) -> None:
         while True:
