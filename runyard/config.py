@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """`runyard worker` serves its Prometheus metrics on this port (`/metrics`, bound to `host`, no
     token: keep it on a private network). Default: unset, no listener. API nodes use `GET /metrics`."""
+    otel: bool = False
+    """Export OpenTelemetry traces over OTLP/HTTP (configured by the standard `OTEL_*` variables). Also on
+    when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; off with `OTEL_SDK_DISABLED=true`. Default false."""
 
     @field_validator("files")
     @classmethod

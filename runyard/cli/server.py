@@ -107,7 +107,7 @@ def worker(
     grace: float = typer.Option(10.0, help="Seconds to let runs finish on SIGTERM before handing them back."),
 ) -> None:
     """Run a worker process: claim queued runs and execute them."""
-    from .. import logs, runtime
+    from .. import logs, runtime, tracing
     from ..bus import create_bus
     from ..store.db import Store
     from ..worker.loop import Worker
@@ -116,6 +116,14 @@ def worker(
     logs.configure(settings)
 
     async def main() -> None:
+        traced = tracing.configure(settings)
+        try:
+            await run()
+        finally:
+            if traced:
+                tracing.shutdown()  # exports what is still buffered
+
+    async def run() -> None:
         bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
         store = Store.open(settings, bus)

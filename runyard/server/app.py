@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select, text
 
-from .. import metrics, runtime
+from .. import metrics, runtime, tracing
 from .._version import __version__
 from ..bus import create_bus
 from ..config import Settings, get_settings
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced = tracing.configure(settings)
         bus = create_bus(settings.bus, settings.database_url)
         await bus.start()
         store = Store.open(settings, bus)
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
                 await worker.stop(grace=5.0)
             await bus.close()
             await store.close()
+            if traced:
+                tracing.shutdown()  # exports what is still buffered
 
     app = FastAPI(
         title="Runyard",
@@ -108,6 +111,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
     errors.install(app)
 
     app.add_middleware(EdgeMiddleware, max_upload=settings.files_max_bytes + MULTIPART_SLACK)
+    if tracing.wanted(settings):
+        app.add_middleware(tracing.TracingMiddleware)  # outermost: its span covers refused requests too
 
     for router in (agents.router, runs.router, threads.router, waits.router, users.router, files.router):
         app.include_router(router, dependencies=[Depends(strict_query)])

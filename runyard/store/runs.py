@@ -104,6 +104,7 @@ async def create(
     client_tools: list[dict[str, Any]] | None = None,
     files: list[str] | None = None,
     file_limits: FileLimits | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
@@ -111,7 +112,9 @@ async def create(
     (409), `enqueue` (this run starts when the others end), `interrupt` (cancel them first).
     `message` is the task as given (already rendered from `variables` when the agent has a
     template); `client_tools` add to (or replace by name) the agent's; `files` are uploads put
-    into the thread's workspace before the run starts (within `file_limits`).
+    into the thread's workspace before the run starts (within `file_limits`). `traceparent`: a
+    valid W3C one makes its trace id the run's `trace_id`, and its span the parent of the run's
+    attempt spans (kept in the run's config); otherwise the run starts a trace of its own.
     """
     conn = tx.conn
     body_hash = ""
@@ -146,6 +149,10 @@ async def create(
         "client_tools": _merge_by_name(agent.get("client_tools") or [], client_tools or []),
         **{k: v for k, v in (options or {}).items() if k in RUN_OPTION_DEFAULTS},
     }
+    trace_id = secrets.token_hex(16)
+    if traceparent is not None:
+        trace_id = traceparent[3:35]
+        config["traceparent"] = traceparent
     if opens_thread:
         config["opens_thread"] = True  # no earlier conversation: the worker reads no thread history
     run_id = new_id("run")
@@ -165,7 +172,7 @@ async def create(
         "created_at": utcnow(),
         "attempt": 0,
         "cancel_requested": False,
-        "trace_id": secrets.token_hex(16),
+        "trace_id": trace_id,
         "last_seq": 0,
         "pending_messages": [],
         "waiting_for": None,

@@ -14,6 +14,7 @@ from pydantic_ai.tools import DeferredToolRequests, ToolDefinition
 from pydantic_ai.toolsets import ExternalToolset, FunctionToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
+from .. import tracing
 from ..config import Settings
 from ..domain import PermissionMode
 from ..store import journal
@@ -240,6 +241,8 @@ def agent_for(run: ClaimedRun, names: list[str]) -> Agent[RunDeps, Any]:
             _AGENTS.pop(next(iter(_AGENTS)))
         local = [n for n in names if n not in {d.name for d in client}]
         agent = _AGENTS[key] = _build_agent(instructions, schema, humans or bool(client), local, client)
+    # GenAI spans (model requests, tool calls) only while tracing is on; None leaves the agent uninstrumented.
+    agent.instrument = tracing.instrumentation()
     return agent
 
 

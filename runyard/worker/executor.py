@@ -19,7 +19,7 @@ from pydantic_ai.exceptions import AgentRunError, UserError
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.tools import DeferredToolRequests
 
-from .. import logs
+from .. import logs, tracing
 from ..config import Settings
 from ..store import outcomes
 from ..store.checkpoints import Checkpoint
@@ -125,16 +125,44 @@ class Abandoned:
 Outcome = Completed | Paused | Failed | Cancelled | Released | Abandoned
 
 
-async def execute(store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None = None) -> None:
+async def execute(
+    store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None = None, *, trace_id: str | None = None
+) -> None:
     """Run one claimed run to its outcome (an end, a pause, a cancel, a shutdown, or a lost lease).
 
-    `flusher`: the worker's, shared by all its runs (default: one for this run alone)."""
+    `flusher`: the worker's, shared by all its runs (default: one for this run alone). `trace_id`:
+    the run's (from its row), the trace of the attempt's span when tracing is on."""
     with logs.bind(run_id=handle.run.id):  # the worker binds it too (with its id): this covers direct calls
-        await _execute(store, settings, handle, flusher)
+        if not tracing.enabled():
+            await _execute(store, settings, handle, flusher)
+            return
+        # Model request and tool call spans (pydantic-ai's) are this span's descendants.
+        with tracing.attempt_span(handle.run, trace_id) as span:
+            outcome = await _execute(store, settings, handle, flusher)
+            tracing.end_attempt(span, _status_of(outcome), outcome.error if isinstance(outcome, Failed) else None)
 
 
-async def _execute(store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None) -> None:
+def _status_of(outcome: Outcome | None) -> str:
+    """The attempt span's `runyard.run.status`: the run's status once this outcome is written."""
+    match outcome:
+        case Completed():
+            return "completed"
+        case Paused():
+            return "waiting"
+        case Failed():
+            return "failed"
+        case Cancelled():
+            return "cancelled"
+        case Released():
+            return "pending"  # back in the queue for another worker
+        case _:
+            return "abandoned"  # another attempt owns the run, or the database was unreachable
+
+
+async def _execute(store: Store, settings: Settings, handle: RunHandle, flusher: Flusher | None) -> Outcome | None:
+    """Returns the outcome written (None or `Abandoned` when this attempt wrote none)."""
     run = handle.run
+    outcome: Outcome | None = None
     own = flusher is None
     flusher = flusher or Flusher(store, settings.flush_interval)
     writer = EventWriter(store, run.id, run.fence, flusher=flusher)
@@ -150,7 +178,7 @@ async def _execute(store: Store, settings: Settings, handle: RunHandle, flusher:
                 assert isinstance(outcome, Completed) and outcome.messages is not None
                 outcome = await _classify(store, settings, run, writer, state, handle, then=outcome.messages)
     except LeaseLost:
-        pass  # another attempt owns the run now: it writes, this one stops
+        outcome = None  # another attempt owns the run now: it writes, this one stops
     except asyncio.CancelledError:
         if handle.cancel_reason is None:
             raise
@@ -161,6 +189,7 @@ async def _execute(store: Store, settings: Settings, handle: RunHandle, flusher:
         writer.close()
         if own:
             flusher.close()
+    return outcome
 
 
 async def _classify(

@@ -116,7 +116,7 @@ class Worker:
             started = time.monotonic()
             log.debug("run %s: executing attempt %d", handle.run.id, handle.run.attempt)
             try:
-                await execute(self.store, self.settings, handle, self.flusher)
+                await execute(self.store, self.settings, handle, self.flusher, trace_id=trace_id)
             except Exception:
                 log.exception("run %s: executor crashed", handle.run.id)
             finally:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from ... import tracing
 from ...domain import SETTLING_EVENT_TYPES, Run, RunStatus
 from ...store import agents, events, runs, threads, waits
 from ...store.errors import InvalidInput
@@ -79,6 +80,7 @@ async def _create_run(
             options=body.options(),
             multitask=body.multitask,
             idempotency_key=idempotency_key,
+            traceparent=_traceparent(request),
             # `stream` only changes how the answer is delivered, not which run is made.
             request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
         )
@@ -88,6 +90,19 @@ async def _create_run(
         stream = event_stream(store, org, run["id"], 0, heartbeat=request.app.state.settings.sse_heartbeat)
         return sse_response(stream, status_code=201, run_id=run["id"])
     return response
+
+
+def _traceparent(request: Request) -> str | None:
+    """The span the run's attempts go under: this request's server span when tracing is on (its
+    parent is the caller's `traceparent`), else the caller's own valid `traceparent`, if any."""
+    current = tracing.current_traceparent()
+    if current is not None:
+        return current
+    parsed = tracing.parse_traceparent(request.headers.get("traceparent"))
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    return f"00-{trace_id}-{span_id}-{flags:02x}"
 
 
 IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255)
