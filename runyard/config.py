@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     mcp_timeout: float = Field(default=30.0, gt=0)
     """Seconds to connect to an MCP server, and to wait for one tool call. Default 30."""
 
+    credits_per_usd: float = Field(default=1000.0, gt=0)
+    """`usage.credits_used` = cost × this, rounded up to whole credits. Default 1000."""
     log_format: Literal["text", "json"] = "text"
     """`json`: one JSON object per log line, with `run_id`, `trace_id`, `worker_id` where known. Default text."""
     log_level: str = "INFO"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args
+from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
@@ -34,7 +34,6 @@ __all__ = [
     "PermissionMode",
     "Run",
     "RunOptions",
-    "RunOptionsParams",
     "RunStatus",
     "Thread",
     "ThreadMessage",
@@ -124,7 +123,7 @@ Multitask = Literal["reject", "enqueue", "interrupt"]
 
 class RunOptions(BaseModel):
     """Per-run options with their defaults: declared once, read by the server's request models,
-    the run resource, the store's defaults and (as `RunOptionsParams`) the SDK's signatures."""
+    the run resource, the store's defaults and (as the SDK's `RunOptionsParams`) its signatures."""
 
     human_in_the_loop: bool = Field(default=False, description="Offer ask_user_question; allow permission modes.")
     permission_mode: PermissionMode = Field(default="autonomous", description="Which tool calls wait for approval.")
@@ -137,30 +136,15 @@ class RunOptions(BaseModel):
 RUN_OPTION_DEFAULTS: dict[str, Any] = RunOptions().model_dump()
 
 
-class RunOptionsParams(TypedDict, total=False):
-    """`RunOptions` as keyword arguments (for `Unpack[...]`); a test keeps the two in step."""
-
-    human_in_the_loop: bool
-    """Offer the model `ask_user_question` and `request_user_input`, and allow permission modes (default False)."""
-    permission_mode: PermissionMode
-    """Which tool calls wait for approval: `autonomous` (default), `approve_writes`, `approve_all`, `plan`."""
-    history: bool
-    """Give the model the thread's earlier runs as context (default True)."""
-    memory: bool
-    """Give the model the user's memories and the memory tools (default True)."""
-    wait_timeout: float
-    """Seconds a pause stays open; then `wait_timeout_action` applies (default: no deadline)."""
-    wait_timeout_action: WaitTimeoutAction
-    """What an expired pause does: `deny` (the run goes on, default) or `fail` the run."""
-
-
 class _Model(BaseModel):
     # Unknown fields from a newer server must not break an older SDK.
     model_config = ConfigDict(extra="allow")
 
 
 class Usage(_Model):
-    """Tokens, requests and cost of a run so far."""
+    """Tokens, requests and cost of a run so far. `cost_usd` comes from the route's prices, else
+    genai-prices' bundled snapshot, else it is None with `cost_known: false`; `cache_hit_rate` is
+    cache-read / input tokens (None without input); `credits_used` is the cost × credits per USD."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -170,6 +154,9 @@ class Usage(_Model):
     requests: int = 0
     tool_calls: int = 0
     cost_usd: float | None = None
+    cost_known: bool = True
+    cache_hit_rate: float | None = None
+    credits_used: int | None = None
 
 
 class ClientTool(_Model):
@@ -183,19 +170,18 @@ class ClientTool(_Model):
 
 
 class MCPServer(_Model):
-    """An MCP server: streamable HTTP (`url`) or stdio (`command`, if the operator allows it)."""
+    """An MCP server: streamable HTTP (`url`, `headers`) or stdio (`command`, `args`, `env`; if the
+    operator allows it). `${NAME}` in a header or env value is replaced from the worker's environment;
+    values are echoed redacted. `require_approval`: every call waits for approval (with a human)."""
 
     name: str
     url: str | None = None
     headers: dict[str, str] | None = None
-    """Sent to the server; `${NAME}` is replaced from the worker's environment. Echoed redacted."""
     allowed_tools: list[str] | None = None
     require_approval: bool = False
-    """Every call of this server's tools waits for approval (with `human_in_the_loop`)."""
     command: str | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] | None = None
-    """The stdio server's environment; `${NAME}` is replaced from the worker's. Echoed redacted."""
 
 
 class File(_Model):
@@ -266,6 +252,7 @@ class Run(RunOptions, _Model):
     waiting_for: WaitKind | None = None
     """What a `waiting` run waits for: `question`, `approval`, `input` or `tool_result`."""
     usage: Usage = Field(default_factory=Usage)
+    steps: int = 0  # model requests so far
     duration_ms: int | None = None
     created_at: datetime
     started_at: datetime | None = None

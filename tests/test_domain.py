@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import get_type_hints
 
 from runyard import domain
-from runyard.client.resources.run_params import RunCreateParams
+from runyard.client.resources.run_params import RunCreateParams, RunOptionsParams
 from runyard.server.schemas import RunCreate
 from runyard.store import schema
 
 
 def test_run_options_and_their_keyword_form_agree() -> None:
-    assert set(get_type_hints(domain.RunOptionsParams)) == set(domain.RunOptions.model_fields)
+    assert set(get_type_hints(RunOptionsParams)) == set(domain.RunOptions.model_fields)
     assert set(domain.RunOptions.model_fields) <= set(get_type_hints(RunCreateParams))
     # The server's request model and the run resource take the options from the one declaration.
     for model in (RunCreate, domain.Run):

@@ -26,6 +26,7 @@ from . import waits as waits_store
 from .checkpoints import Checkpoint
 from .db import Tx, utcnow
 from .events import Fence, NewEvent
+from .runs import usage_view
 
 __all__ = ["ClaimedRun", "FollowUpsQueued", "cancel", "complete", "fail", "pause", "release"]
 
@@ -111,7 +112,7 @@ async def complete(
     await events.append(
         tx,
         run.id,
-        [*new, ("run.completed", {"output": output, "usage": usage})],
+        [*new, ("run.completed", {"output": output, "usage": usage_view(usage)})],
         to=RunStatus.COMPLETED,
         changes={"output": output, "usage": usage, **_UNLEASED},
         fence=run.fence,
@@ -155,7 +156,7 @@ async def fail(tx: Tx, run: ClaimedRun, new: Sequence[NewEvent], *, error: str, 
     await events.append(
         tx,
         run.id,
-        [*new, ("run.failed", {"error": error, "usage": usage})],
+        [*new, ("run.failed", {"error": error, "usage": usage_view(usage)})],
         to=RunStatus.FAILED,
         changes={"error": error, "usage": usage, **_UNLEASED},
         fence=run.fence,
@@ -170,7 +171,7 @@ async def cancel(
     await events.append(
         tx,
         run.id,
-        [*new, ("run.cancelled", {"output": output, "usage": usage})],
+        [*new, ("run.cancelled", {"output": output, "usage": usage_view(usage)})],
         to=RunStatus.CANCELLED,
         changes={"output": output, "usage": usage, **_UNLEASED},
         fence=run.fence,

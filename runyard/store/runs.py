@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,7 +82,24 @@ def to_dict(row: Any) -> dict[str, Any]:
         run[option] = config.get(option, default)
     end = row.completed_at or row.failed_at or row.cancelled_at
     run["duration_ms"] = int((end - row.started_at).total_seconds() * 1000) if end and row.started_at else None
+    run["usage"] = usage_view(row.usage)
+    run["steps"] = run["usage"].get("requests", 0)
     return run
+
+
+def usage_view(usage: dict[str, Any]) -> dict[str, Any]:
+    """A run's usage as the API shows it: the stored sums plus what follows from them
+    (`cache_hit_rate`, `credits_used`, `cost_known`)."""
+    cost, input_tokens = usage.get("cost_usd"), usage.get("input_tokens", 0)
+    known = usage.get("cost_known", cost is not None or not usage.get("requests"))
+    credits = math.ceil(round(cost * get_settings().credits_per_usd, 9)) if cost is not None else None
+    return {
+        **usage,
+        "cost_usd": cost if known else None,
+        "cost_known": known,
+        "cache_hit_rate": usage.get("cache_read_tokens", 0) / input_tokens if input_tokens else None,
+        "credits_used": credits if known else None,
+    }
 
 
 async def create(

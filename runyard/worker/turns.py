@@ -161,7 +161,10 @@ def _add_usage(state: RunState, response: ModelResponse, prices: Prices | None) 
     for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"):
         total[key] = total.get(key, 0) + request[key]
     total["requests"] = total.get("requests", 0) + 1
-    if cost is not None:
+    if cost is None:
+        # One request without a price makes the total unknown: null, never a sum that looks complete.
+        total["cost_known"], total["cost_usd"] = False, None
+    elif total.get("cost_known", True):
         total["cost_usd"] = round((total.get("cost_usd") or 0.0) + cost, 10)
     metrics.add_usage(
         response.model_name,

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 USAGE_KEYS = {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-              "requests", "tool_calls", "cost_usd"}
+              "requests", "tool_calls", "cost_usd", "cost_known", "cache_hit_rate", "credits_used"}
 RUN_KEYS = {"id", "agent_id", "thread_id", "status", "original_prompt", "output", "error", "user_id", "metadata",
-            "model", "usage", "duration_ms", "created_at", "started_at", "completed_at", "failed_at",
+            "model", "usage", "steps", "duration_ms", "created_at", "started_at", "completed_at", "failed_at",
             "cancelled_at", "attempt", "trace_id", "last_seq"}
 TERMINAL = {"completed", "failed", "cancelled"}
 

@@ -39,6 +39,11 @@ prices = {{input_mtok = 1.0, output_mtok = 2.0}}
 model = "anthropic:claude-haiku-4-5"
 base_url = "{base}"
 api_key_env = "FAKE_KEY"
+
+[routes.fake-local]
+model = "openai-chat:my-own-local-model"
+base_url = "{base}/v1"
+api_key_env = "FAKE_KEY"
 """
 
 
@@ -133,3 +138,25 @@ def test_anthropic_messages_route(provider_server: tuple[FakeProvider, httpx.Cli
     costs = [u["cost_usd"] for u in of_type(events, "usage")]
     assert all(isinstance(c, float) and c > 0 for c in costs)
     assert run["usage"]["cost_usd"] == pytest.approx(sum(costs))
+
+
+def test_route_prices_give_credits_and_the_cache_hit_rate(provider_server: tuple[FakeProvider, httpx.Client]) -> None:
+    _, http = provider_server
+    run, _ = run_on_route(http, "fake-openai")
+    usage = run["usage"]
+    cost = (300 * 1.0 + 42 * 2.0) / 1e6
+    assert usage["cost_known"] is True and usage["cost_usd"] == pytest.approx(cost)
+    assert usage["credits_used"] == 1  # 0.384 credits at the default 1000 per USD, rounded up
+    assert usage["cache_hit_rate"] == 0.0  # 300 input tokens, none read from a cache
+    assert run["steps"] == 2
+
+
+def test_an_unpriced_model_has_no_cost_never_a_silent_zero(provider_server: tuple[FakeProvider, httpx.Client]) -> None:
+    _, http = provider_server
+    run, events = run_on_route(http, "fake-local")
+    assert run["status"] == "completed", run
+    assert [u["cost_usd"] for u in of_type(events, "usage")] == [None, None]
+    usage = run["usage"]
+    assert usage["cost_known"] is False
+    assert usage["cost_usd"] is None and usage["credits_used"] is None
+    assert of_type(events, "run.completed")[0]["usage"] == usage

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
-from ...domain import ClientTool, File, Multitask, Run, RunOptionsParams, RunStatus
+from ...domain import ClientTool, File, Multitask, PermissionMode, Run, RunStatus, WaitTimeoutAction
 from .. import exceptions as _exc
 from ..base_client import RequestOptions, new_idempotency_key
 from ..client_tools import LocalTools, ToolFunction, client_tool_json
@@ -15,6 +15,7 @@ from ..types import NotGiven, NotGivenOr, strip_not_given
 __all__ = [
     "SSE_HEADERS",
     "RunCreateParams",
+    "RunOptionsParams",
     "ThreadRunCreateParams",
     "check_outcome",
     "create_options",
@@ -25,6 +26,23 @@ __all__ = [
 ]
 
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class RunOptionsParams(TypedDict, total=False):
+    """`domain.RunOptions` as keyword arguments (for `Unpack[...]`); a test keeps the two in step."""
+
+    human_in_the_loop: bool
+    """Offer the model `ask_user_question` and `request_user_input`, and allow permission modes (default False)."""
+    permission_mode: PermissionMode
+    """Which tool calls wait for approval: `autonomous` (default), `approve_writes`, `approve_all`, `plan`."""
+    history: bool
+    """Give the model the thread's earlier runs as context (default True)."""
+    memory: bool
+    """Give the model the user's memories and the memory tools (default True)."""
+    wait_timeout: float
+    """Seconds a pause stays open; then `wait_timeout_action` applies (default: no deadline)."""
+    wait_timeout_action: WaitTimeoutAction
+    """What an expired pause does: `deny` (the run goes on, default) or `fail` the run."""
 
 
 class ThreadRunCreateParams(RunOptionsParams, total=False):
