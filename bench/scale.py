@@ -730,19 +730,7 @@ def bootstrap(target: Target, tmp: Path) -> str:
     asyncio.run(_migrate(target.url))
     srv = ApiServer(target.url).start(tmp)
     srv.stop()
-    key_hash = hash_key(ADMIN_KEY)
-    if target.path is not None:
-        with sqlite3.connect(target.path) as conn:
-            return conn.execute("SELECT org_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()[0]
-
-    async def org() -> str:
-        conn = await asyncpg.connect(target.pg_dsn)
-        try:
-            return await conn.fetchval("SELECT org_id FROM api_keys WHERE key_hash = $1", key_hash)
-        finally:
-            await conn.close()
-
-    return asyncio.run(org())
+    return _admin_org(target)
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:

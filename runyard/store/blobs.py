@@ -17,6 +17,7 @@ same key. The two backends differ in when content is written and deleted:
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -47,31 +48,32 @@ def key_for(org_id: str, thread_id: str | None, sha256: str) -> str:
     return scope_prefix(org_id, thread_id) + sha256
 
 
-class Blobs:
+class Blobs(ABC):
     """One content backend. Every method is safe to call on both: each does nothing where the
     other backend does the work, so callers follow one sequence (put, tx: put_in_tx, delete)."""
 
     deletes_after_commit = False
     """True when `delete` does the deleting (S3): callers then re-check the keys are still unused."""
 
-    async def put(self, key: str, content: bytes) -> None:
+    async def put(self, key: str, content: bytes) -> None:  # noqa: B027 - a no-op where the other backend acts
         """Before the transaction that records the file: S3 uploads here."""
 
-    async def put_in_tx(self, conn: Conn, key: str, content: bytes) -> None:
+    async def put_in_tx(self, conn: Conn, key: str, content: bytes) -> None:  # noqa: B027 - a no-op where the other backend acts
         """Inside that transaction: the database backend writes here."""
 
-    async def delete(self, keys: Sequence[str]) -> None:
+    async def delete(self, keys: Sequence[str]) -> None:  # noqa: B027 - a no-op where the other backend acts
         """After the transaction that dropped the keys' last references committed (S3)."""
 
-    async def delete_scope(self, org_id: str, thread_id: str) -> None:
+    async def delete_scope(self, org_id: str, thread_id: str) -> None:  # noqa: B027 - a no-op where the other backend acts
         """After a thread is deleted: whatever is left under its prefix (S3; db rows went with the thread)."""
 
     async def read(self, store: Store, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Bytes `[start, end)` of the content (`end` None: to its end)."""
         return b"".join([chunk async for chunk in self.stream(store, key, start, end)])
 
+    @abstractmethod
     def stream(self, store: Store, key: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        raise NotImplementedError
+        """Bytes `[start, end)` of the content, a chunk (at most `CHUNK`) at a time."""
 
 
 class DbBlobs(Blobs):

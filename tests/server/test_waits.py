@@ -14,7 +14,6 @@ counting server, or a fast reaper for wait timeouts, use one `runyard serve` chi
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -25,10 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-
+from support.runs import create, error_of, events, finished, of_type, tool_returns, types, until_status
 from support.servers import ADMIN_KEY, ServerInThread, ServerProcess, wait_until
 
-TERMINAL = {"completed", "failed", "cancelled"}
 COLOR = {"question": "Color?", "options": ["red", "blue"]}
 
 
@@ -41,52 +39,8 @@ def call(name: str, **args: Any) -> dict[str, Any]:
     return {"tool_calls": [{"name": name, "args": args}]}
 
 
-def create(http: httpx.Client, script: list[dict[str, Any]] | None, **body: Any) -> dict[str, Any]:
-    body = {"name": f"hitl-{uuid.uuid4().hex[:12]}", "instructions": "x", "message": "go", **body}
-    if script is not None:
-        body.setdefault("metadata", {})["script"] = script
-    r = http.post("/v1/runs", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
 def get(http: httpx.Client, run_id: str) -> dict[str, Any]:
     return http.get(f"/v1/runs/{run_id}").json()
-
-
-def until_status(http: httpx.Client, run_id: str, *statuses: str, timeout: float = 10) -> dict[str, Any]:
-    return wait_until(lambda: (run := get(http, run_id))["status"] in statuses and run, timeout=timeout)
-
-
-def finished(http: httpx.Client, run_id: str, timeout: float = 15) -> dict[str, Any]:
-    """The run once terminal (the long-poll also returns when the run waits for a human: poll on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = max(0.0, deadline - time.monotonic())
-        run = http.get(f"/v1/runs/{run_id}/wait", params={"timeout": min(remaining, 60)}).json()
-        if run["status"] in TERMINAL or remaining <= 0:
-            break
-        time.sleep(0.05)
-    assert run["status"] in TERMINAL, run
-    return run
-
-
-def events(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        page = http.get(f"/v1/runs/{run_id}/events", params={"after_seq": out[-1]["seq"] if out else 0,
-                                                             "limit": 1000}).json()
-        out += page["data"]
-        if not page["has_more"]:
-            return out
-
-
-def types(log: list[dict[str, Any]]) -> list[str]:
-    return [e["type"] for e in log]
-
-
-def of_type(log: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in log if e["type"] == type_]
 
 
 def waits_of(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
@@ -100,19 +54,6 @@ def open_wait(http: httpx.Client, run_id: str) -> dict[str, Any]:
     until_status(http, run_id, "waiting")
     [wait] = [w for w in waits_of(http, run_id) if w["status"] == "open"]
     return wait
-
-
-def tool_returns(http: httpx.Client, run: dict[str, Any], name: str) -> list[Any]:
-    """What the model got back from `name`, as the thread's conversation records it."""
-    messages = http.get(f"/v1/threads/{run['thread_id']}/messages").json()
-    return [m["content"] for m in messages
-            if m["run_id"] == run["id"] and m["role"] == "tool" and m["tool_name"] == name]
-
-
-def error_of(r: httpx.Response) -> dict[str, Any]:
-    body = r.json()
-    assert set(body) == {"error"}, body
-    return body["error"]
 
 
 def gapless(log: list[dict[str, Any]]) -> None:
