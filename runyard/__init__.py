@@ -22,6 +22,7 @@ Importing this package loads only httpx, pydantic and the shared models of `runy
 """
 
 from ._version import __version__
+from ._webhooks import Webhook, WebhookDelivery, WebhookSecret
 from .client.accumulator import RunAccumulator
 from .client.client import AsyncRunyard, DefaultAioHttpClient, Runyard
 from .client.exceptions import (
@@ -42,7 +43,14 @@ from .client.exceptions import (
     ValidationError,
 )
 from .client.pagination import AsyncPage, AsyncPaginator, SyncPage
-from .client.resources import AgentDeleted, FileDeleted, MemoryDeleted, RunCreateParams, ThreadDeleted
+from .client.resources import (
+    AgentDeleted,
+    FileDeleted,
+    MemoryDeleted,
+    RunCreateParams,
+    ThreadDeleted,
+    WebhookDeleted,
+)
 from .client.sse import ServerSentEvent, SSEDecoder
 from .client.streams import AsyncRunStream, RunStream
 from .client.types import NOT_GIVEN, NotGiven
@@ -111,6 +119,10 @@ __all__ = [  # noqa: RUF022
     "Usage",
     "ValidationError",
     "Wait",
+    "Webhook",
+    "WebhookDeleted",
+    "WebhookDelivery",
+    "WebhookSecret",
 ]
 
 # Errors and models print as `runyard.NotFoundError`, not `runyard.client.exceptions.NotFoundError`.

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     mcp_timeout: float = Field(default=30.0, gt=0)
     """Seconds to connect to an MCP server, and to wait for one tool call. Default 30."""
 
+    webhooks_allow_private: bool = False
+    """Let webhook URLs (endpoints and runs' `webhook_url`) point at private and loopback addresses.
+    Default false (refused when saved, and again when sent)."""
+    webhooks_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a webhook receiver has to answer one delivery. Default 10."""
+    webhooks_retry_delays: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 50400], min_length=1)
+    """Seconds before each retry of a failed delivery (±20% jitter); after the last, it fails.
+    Default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h: about a day and a half in all."""
+    webhooks_disable_after: float = Field(default=3 * 86400, gt=0)
+    """An endpoint whose deliveries have failed this many seconds since its last success is
+    disabled (and a `webhook.disabled` event recorded). Default 3 days."""
+    webhooks_concurrency: int = Field(default=64, ge=1)
+    """Deliveries one worker sends at once. Default 64."""
+
     credits_per_usd: float = Field(default=1000.0, gt=0)
     """`usage.credits_used` = cost × this, rounded up to whole credits. Default 1000."""
     log_format: Literal["text", "json"] = "text"

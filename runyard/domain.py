@@ -251,6 +251,8 @@ class Run(RunOptions, _Model):
     output_schema: dict[str, Any] | None = None
     waiting_for: WaitKind | None = None
     """What a `waiting` run waits for: `question`, `approval`, `input` or `tool_result`."""
+    webhook_url: str | None = None
+    """Where the run's terminal event is also delivered (signed with the org's default secret)."""
     usage: Usage = Field(default_factory=Usage)
     steps: int = 0  # model requests so far
     duration_ms: int | None = None

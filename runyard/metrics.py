@@ -33,6 +33,8 @@ __all__ = [
     "SSE_STREAMS",
     "TIME_TO_FIRST_EVENT_SECONDS",
     "TOKENS",
+    "WEBHOOK_DELIVERIES",
+    "WEBHOOK_DELIVERY_SECONDS",
     "Children",
     "add_usage",
     "pool_in_use",
@@ -139,6 +141,17 @@ SSE_STREAMS = Gauge("runyard_sse_streams", "Server-sent event streams open on th
 """`runyard_sse_streams`: open `/v1/runs/{id}/events` streams (incremented when one starts)."""
 RUNS_ACTIVE = Gauge("runyard_runs_active", "Runs in an active status, across the database.", ["status"])
 """`runyard_runs_active{status}`: pending, running, waiting; one COUNT … GROUP BY when `/metrics` is scraped."""
+WEBHOOK_DELIVERIES = Counter(
+    "runyard_webhook_deliveries", "Webhook delivery attempts this process made, by outcome.", ["outcome"]
+)
+"""`runyard_webhook_deliveries_total{outcome}`: `succeeded`, `retrying` (failed, will retry) or `failed`
+(retries spent, 410, or the endpoint disabled)."""
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "runyard_webhook_delivery_seconds",
+    "Time one webhook delivery attempt takes, from connect to the receiver's answer.",
+    buckets=BUCKETS_FAST + (5.0, 10.0),
+)
+"""`runyard_webhook_delivery_seconds`: each attempt that reached the network, answered or not."""
 DB_POOL_IN_USE = Gauge("runyard_db_pool_in_use", "Database connections checked out of this process's pool.")
 """`runyard_db_pool_in_use`: PostgreSQL pool `checkedout()`; SQLite (one inline connection): 1 while a
 transaction or read holds it, else 0. Read when scraped."""

@@ -24,11 +24,13 @@ from .resources import (
     AsyncThreads,
     AsyncUsers,
     AsyncWaits,
+    AsyncWebhooks,
     Files,
     Runs,
     Threads,
     Users,
     Waits,
+    Webhooks,
 )
 from .resources.run_params import SSE_HEADERS
 
@@ -85,6 +87,8 @@ class Runyard(SyncAPIClient):
     """What needs a human, across runs."""
     users: Users
     """What the org keeps about its end users (`client.users.memories`)."""
+    webhooks: Webhooks
+    """Endpoints Runyard calls when events happen, and their delivery log."""
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class Runyard(SyncAPIClient):
         self.files = Files(self)
         self.waits = Waits(self)
         self.users = Users(self)
+        self.webhooks = Webhooks(self)
 
     def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
         return self.request(_event_stream_options(run_id, after_seq), stream=True)
@@ -144,6 +149,8 @@ class AsyncRunyard(AsyncAPIClient):
     """What needs a human, across runs."""
     users: AsyncUsers
     """What the org keeps about its end users (`client.users.memories`)."""
+    webhooks: AsyncWebhooks
+    """Endpoints Runyard calls when events happen, and their delivery log."""
 
     def __init__(
         self,
@@ -169,6 +176,7 @@ class AsyncRunyard(AsyncAPIClient):
         self.files = AsyncFiles(self)
         self.waits = AsyncWaits(self)
         self.users = AsyncUsers(self)
+        self.webhooks = AsyncWebhooks(self)
 
     async def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
         return await self.request(_event_stream_options(run_id, after_seq), stream=True)

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .._webhooks import Webhook, WebhookDelivery
 from ..domain import Agent, Event, Memory, Multitask, Run, RunOptions, Thread, Wait
 from .limits import Limits, MessageText, Metadata, check_json, check_json_schema, check_text, max_json_bytes
 
@@ -30,6 +31,11 @@ __all__ = [
     "ThreadRunCreate",
     "ToolResultsBody",
     "WaitList",
+    "WebhookCreate",
+    "WebhookDeliveryList",
+    "WebhookList",
+    "WebhookRotate",
+    "WebhookUpdate",
 ]
 
 T = TypeVar("T")
@@ -116,6 +122,9 @@ class ThreadRunCreate(RunOptions, _Body):
     stream: bool = Field(False, description="True: the response is the SSE stream of the new run.")
     multitask: Multitask = Field(
         "reject", description="When the thread has an active run: 409, start after it, or cancel it first."
+    )
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="Also deliver the run's terminal event here (signed with the org's secret)."
     )
 
     @model_validator(mode="after")
@@ -225,3 +234,33 @@ class Deleted(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+Subscriptions = Annotated[list[Annotated[str, Field(max_length=100)]], Field(min_length=1, max_length=64)]
+
+
+class WebhookUpdate(_Body):
+    url: str | None = Field(None, max_length=2048, description="An http(s) URL; private addresses are refused.")
+    events: Subscriptions | None = Field(None, description='Event types, prefixes such as "run.*", or "*".')
+    description: str | None = Field(None, max_length=2000)
+    enabled: bool | None = None
+    metadata: Metadata | None = None
+
+
+class WebhookCreate(WebhookUpdate):
+    url: str = Field(max_length=2048, description="An http(s) URL; private addresses are refused.")  # type: ignore[assignment]
+    events: Subscriptions = Field(description='Event types, prefixes such as "run.*", or "*".')  # type: ignore[assignment]
+    enabled: bool = True  # type: ignore[assignment]
+    secret: str | None = Field(None, max_length=100, description="A whsec_ secret of your own (default: generated).")
+
+
+class WebhookRotate(_Body):
+    secret: str | None = Field(None, max_length=100, description="A whsec_ secret of your own (default: generated).")
+
+
+class WebhookList(Page[Webhook]):
+    pass
+
+
+class WebhookDeliveryList(Page[WebhookDelivery]):
+    pass

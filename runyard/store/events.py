@@ -20,6 +20,7 @@ from sqlalchemy.sql import ClauseElement
 
 from .. import metrics
 from ..domain import RunStatus
+from . import outbox
 from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
 from .schema import events, runs
@@ -158,6 +159,7 @@ async def append_many(
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     next_seq: dict[str, int] = {}
     ended: list[tuple[str, str | None]] = []
+    announced: list[tuple[str, Envelope]] = []
     for a in appends:
         row = rows.get(a.run_id)
         if row is None or (org_id is not None and row.org_id != org_id):
@@ -187,6 +189,7 @@ async def append_many(
         if envelopes:
             next_seq[a.run_id] = values["last_seq"] = envelopes[-1]["seq"]
             tx.publish_after_commit(f"run:{a.run_id}", envelopes)
+            announced += [(row.org_id, e) for e in envelopes if e["type"] in _ANNOUNCED]
         if any(isinstance(v, ClauseElement) for v in values.values()):
             # A value computed by the database (its clock): a statement of its own.
             await tx.conn.execute(update(runs).where(runs.c.id == a.run_id).values(**values))
@@ -199,6 +202,8 @@ async def append_many(
         await tx.conn.exec_driver_sql(insert_sql, inserts)
     for columns, params in updates.items():
         await tx.conn.execute(_update(columns), params)
+    # After the updates: a terminal event's delivery carries the run as this transaction left it.
+    await outbox.record(tx, announced)
     for run_id, thread_id in ended:
         # A run's end may unblock the next run queued on its thread: wake the workers only then
         # (a wake for nothing costs every worker an empty claim).
@@ -210,6 +215,7 @@ async def append_many(
     return results
 
 
+_ANNOUNCED = outbox.ANNOUNCED
 _APPEND_SECONDS = metrics.EVENT_APPEND_SECONDS
 _APPENDED = metrics.EVENTS_APPENDED
 _LOCKED = (

@@ -1,4 +1,5 @@
-"""The run queue: claim, renew, release and reap, fenced by `(worker_id, attempt)`.
+"""The queue: claim, renew, release and reap, fenced by `(worker_id, attempt)`, for runs and
+for jobs (webhook deliveries), which share the claim query and the lease.
 
     pending ──claim──► running ──finish──► completed | failed | cancelled
        ▲                  │
@@ -12,6 +13,14 @@ Every write a worker makes for a run matches its fence (`events.append(fence=…
 that matches nothing raises `LeaseLost` and the worker drops the run without touching it.
 On failure: a crashed worker's runs are reaped when their lease expires; a worker that
 loses its connection stops renewing and its runs go to whoever claims them next.
+
+A job table (`webhook_deliveries`) has the same lease columns plus `available_at` (database
+clock) for retries; its rows have no event log, so `claim_jobs` / `finish_jobs` / `reap_jobs`
+write the row alone:
+
+    pending ──claim_jobs──► running ──finish_jobs──► succeeded | failed
+       ▲  (available_at ≤ now)  │          └──────► pending (a retry, later available_at)
+       └───────reap_jobs────────┘   (lease expired)
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from .. import metrics
 from ..domain import RunStatus
@@ -28,7 +37,7 @@ from .db import Row, Tx, utcnow
 from .events import Fence
 from .schema import ACTIVE, runs
 
-__all__ = ["claim", "decide", "reap_expired", "release", "renew_many"]
+__all__ = ["claim", "claim_jobs", "decide", "finish_jobs", "reap_expired", "reap_jobs", "release", "renew_many"]
 
 
 def _clock(tx: Tx, now: float | None) -> Any:
@@ -88,16 +97,23 @@ def _candidates(clock: Any) -> Any:
             .where(earlier.c.thread_id == runs.c.thread_id, earlier.c.id < runs.c.id, earlier.c.status.in_(ACTIVE))
             .exists()
         )
-        # SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
-        # queueing behind it; SQLite has one writer, so it simply runs this serially.
-        stmt = _CANDIDATES[key] = (
-            select(runs, clock.label("db_now"))
-            .where(runs.c.status == RunStatus.PENDING.value, ~blocked)
-            .order_by(runs.c.status, runs.c.id)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
+        stmt = _CANDIDATES[key] = _locked_candidates(
+            runs, clock, runs.c.status == RunStatus.PENDING.value, ~blocked, order_by=(runs.c.status, runs.c.id)
         )
     return stmt
+
+
+def _locked_candidates(table: Table, clock: Any, *where: Any, order_by: tuple[Any, ...]) -> Any:
+    """Up to `:limit` rows of `table` matching `where` in claim order, with the database clock,
+    locked. SKIP LOCKED lets concurrent claimers pass over rows another claim holds instead of
+    queueing behind it; SQLite has one writer, so it simply runs this serially."""
+    return (
+        select(table, clock.label("db_now"))
+        .where(*where)
+        .order_by(*order_by)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
 
 
 async def renew_many(
@@ -192,3 +208,73 @@ async def reap_expired(
             tx.publish_after_commit("queue", row.id)
             requeued += 1
     return requeued, failed
+
+
+_JOB_CANDIDATES: dict[tuple[str, str], Any] = {}
+
+
+async def claim_jobs(tx: Tx, table: Table, worker_id: str, *, limit: int, lease_seconds: float) -> list[Row]:
+    """Lease up to `limit` due pending jobs of `table`, soonest due first; returns them as leased
+    (`attempt` counts this one). `finish_jobs` must name the same `(worker_id, attempt)`."""
+    clock = tx.store.db_now()
+    key = (table.name, str(clock))
+    stmt = _JOB_CANDIDATES.get(key)
+    if stmt is None:
+        due = (table.c.status == "pending", table.c.available_at <= clock)
+        stmt = _JOB_CANDIDATES[key] = _locked_candidates(
+            table, clock, *due, order_by=(table.c.status, table.c.available_at)
+        )
+    rows = (await tx.conn.execute(stmt, {"limit": limit})).all()
+    if not rows:
+        return []
+    lease_until = float(rows[0].db_now) + lease_seconds
+    await tx.conn.execute(
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values(status="running", worker_id=worker_id, lease_until=lease_until, attempt=bindparam("_attempt")),
+        [{"_id": r.id, "_attempt": r.attempt + 1} for r in rows],
+    )
+    return [
+        Row(r._mapping, status="running", worker_id=worker_id, lease_until=lease_until, attempt=r.attempt + 1)
+        for r in rows
+    ]
+
+
+async def finish_jobs(tx: Tx, table: Table, worker_id: str, results: list[dict[str, Any]]) -> set[str]:
+    """Write what became of leased jobs, each fenced by this worker and the job's `attempt`.
+
+    Each result is `{id, attempt, status, retry_in?, **columns}`: `status` `pending` with
+    `retry_in` seconds makes it due again that long from now (database clock). Returns the ids
+    written; a job missing from the answer was reaped and leased again meanwhile (its new holder
+    decides), so this attempt's outcome is dropped.
+    """
+    written: set[str] = set()
+    for result in results:
+        columns = {k: v for k, v in result.items() if k not in ("id", "attempt", "retry_in")}
+        if "retry_in" in result:
+            columns["available_at"] = tx.store.db_now() + result["retry_in"]
+        fenced = (
+            update(table)
+            .where(
+                table.c.id == result["id"],
+                table.c.worker_id == worker_id,
+                table.c.attempt == result["attempt"],
+                table.c.status == "running",
+            )
+            .values(**columns, worker_id=None, lease_until=None)
+        )
+        if (await tx.conn.execute(fenced)).rowcount:
+            written.add(result["id"])
+    return written
+
+
+async def reap_jobs(tx: Tx, table: Table, *, all_running: bool = False, now: float | None = None) -> int:
+    """Give jobs whose lease expired (their worker died or stalled) back to the queue, due at once.
+    `all_running`: every running job, as `reap_expired` has it."""
+    expired = table.c.status == "running"
+    if not all_running:
+        expired = expired & (table.c.lease_until < _clock(tx, now))
+    result = await tx.conn.execute(
+        update(table).where(expired).values(status="pending", worker_id=None, lease_until=None, available_at=0.0)
+    )
+    return result.rowcount or 0

@@ -77,6 +77,7 @@ def to_dict(row: Any) -> dict[str, Any]:
     run["tools"] = config.get("tools", [])
     run["variables"] = row.variables
     run["output_schema"] = config.get("output_schema")
+    run["webhook_url"] = config.get("webhook_url")
     run["waiting_for"] = row.waiting_for
     for option, default in RUN_OPTION_DEFAULTS.items():
         run[option] = config.get(option, default)
@@ -123,6 +124,7 @@ async def create(
     files: list[str] | None = None,
     file_limits: FileLimits | None = None,
     traceparent: str | None = None,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
@@ -133,6 +135,7 @@ async def create(
     into the thread's workspace before the run starts (within `file_limits`). `traceparent`: a
     valid W3C one makes its trace id the run's `trace_id`, and its span the parent of the run's
     attempt spans (kept in the run's config); otherwise the run starts a trace of its own.
+    `webhook_url` (already checked) receives the run's terminal event.
     """
     conn = tx.conn
     body_hash = ""
@@ -171,6 +174,8 @@ async def create(
     if traceparent is not None:
         trace_id = traceparent[3:35]
         config["traceparent"] = traceparent
+    if webhook_url is not None:
+        config["webhook_url"] = webhook_url
     if opens_thread:
         config["opens_thread"] = True  # no earlier conversation: the worker reads no thread history
     run_id = new_id("run")

@@ -27,10 +27,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from .._webhooks import DeliveryStatus
 from ..domain import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus, WaitKind, WaitStatus
 
 __all__ = [
     "ACTIVE",
+    "DELIVERY_STATUSES",
     "TERMINAL",
     "WAIT_KINDS",
     "WAIT_STATUSES",
@@ -49,6 +51,8 @@ __all__ = [
     "threads",
     "tool_calls",
     "waits",
+    "webhook_deliveries",
+    "webhooks",
 ]
 
 metadata = MetaData(
@@ -91,6 +95,7 @@ TERMINAL = tuple(s.value for s in RunStatus if s in TERMINAL_STATUSES)
 """Run statuses (as stored) that never change again: completed, failed, cancelled."""
 WAIT_KINDS: tuple[str, ...] = get_args(WaitKind)
 WAIT_STATUSES = tuple(s.value for s in WaitStatus)
+DELIVERY_STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
 
 orgs = Table(
     "orgs",
@@ -98,6 +103,10 @@ orgs = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # The org's default webhook secret (signs deliveries to runs' own `webhook_url`), made on first use.
+    Column("webhook_secret", String(100)),
+    Column("webhook_previous_secret", String(100)),
+    Column("webhook_previous_secret_until", UTCDateTime),
 )
 
 api_keys = Table(
@@ -323,4 +332,60 @@ idempotency_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("org_id", "key"),
     Index(None, "created_at"),  # the retention purge finds expired keys by age
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    # Subscriptions: event types, `run.*`-style prefixes, or `*`.
+    Column("events", Json, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret", String(100), nullable=False),
+    # After a rotation the old secret signs too, until `previous_secret_until`.
+    Column("previous_secret", String(100)),
+    Column("previous_secret_until", UTCDateTime),
+    # The first failed delivery since the last success: past `webhooks_disable_after`, disabled.
+    Column("failing_since", UTCDateTime),
+    Column("disabled_reason", Text),
+    Column("metadata", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "org_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # The `webhook-id` header: the same on every attempt, so receivers can drop duplicates.
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("orgs.id"), nullable=False),
+    # Null for a run's own `webhook_url` (signed with the org's default secret).
+    Column("webhook_id", String(40)),
+    Column("url", String(2048), nullable=False),
+    Column("run_id", String(40)),
+    Column("event_type", String(40), nullable=False),
+    # The body as sent, JSON text: byte for byte the same on every attempt.
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    # Leased like runs (`store.queue`): attempts so far, who holds it, until when (database clock).
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(80)),
+    Column("lease_until", Float),
+    # Epoch seconds on the database clock at which the next attempt may start.
+    Column("available_at", Float, nullable=False),
+    Column("response_status", Integer),
+    Column("response_body", Text),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    CheckConstraint(f"status IN ({_sql_list(DELIVERY_STATUSES)})", name="status"),
+    # The claim scans due pending deliveries; keep this index in step with its ORDER BY.
+    Index("ix_webhook_deliveries_claim", "status", "available_at"),
+    Index(None, "webhook_id", "id"),
+    Index(None, "org_id", "id"),
 )

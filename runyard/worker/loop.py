@@ -20,6 +20,7 @@ from ..store import queue, retention, waits
 from ..store.db import Store
 from ..store.events import Fence
 from ..store.outcomes import ClaimedRun
+from .deliveries import Deliverer
 from .executor import CancelReason, RunHandle, execute
 from .writer import Flusher
 
@@ -43,6 +44,8 @@ class Worker:
         # One flush per interval for all the runs this worker executes.
         self.flusher = Flusher(store, settings.flush_interval)
         self._tasks: list[asyncio.Task[None]] = []
+        # Webhook deliveries: any worker process sends them, leased like runs.
+        self.deliverer = Deliverer(store, settings, self.worker_id)
 
     async def start(self, *, recover_all: bool = False) -> None:
         """Start the loops. `recover_all`: requeue every running run first (embedded SQLite restart)."""
@@ -53,6 +56,7 @@ class Worker:
                 )
             if requeued or failed:
                 log.info("recovered %d runs, failed %d past max_attempts", requeued, failed)
+        await self.deliverer.start(recover_all=recover_all)
         self._queue_sub = self.store.bus.subscribe("queue", maxsize=10_000)
         self._cancel_sub = self.store.bus.subscribe("cancel", maxsize=10_000)
         for loop in (self._claim_loop, self._wake_loop, self._cancel_loop, self._heartbeat_loop):
@@ -71,6 +75,8 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=5)
         self.flusher.close()
+        # After the runs: their last events' deliveries are queued, and sent if there is time.
+        await self.deliverer.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -166,12 +172,13 @@ class Worker:
                 handle.cancel(CancelReason.USER)
 
     async def reap(self) -> tuple[int, int]:
-        """Requeue runs whose lease expired, apply the timeout of waits past their deadline, and
-        purge what is past retention (a few bounded batches, each its own transaction)."""
+        """Requeue runs and webhook deliveries whose lease expired, apply the timeout of waits past
+        their deadline, and purge what is past retention (a few bounded batches, each its own transaction)."""
         async with self.store.tx() as tx:
             await waits.expire_due(tx)
         async with self.store.tx() as tx:
             reaped = await queue.reap_expired(tx, max_attempts=self.settings.max_attempts)
+        await self.deliverer.reap()
         runs_before, keys_before = retention.cutoffs(
             retention_days=self.settings.retention_days, idempotency_key_hours=self.settings.idempotency_key_hours
         )

@@ -1,5 +1,5 @@
 """The resource namespaces of `Runyard` and `AsyncRunyard` (`client.agents`, `client.runs`, `client.threads`,
-`client.files`, `client.waits`, `client.users`)."""
+`client.files`, `client.waits`, `client.users`, `client.webhooks`)."""
 
 from .agents import AgentDeleted, Agents, AsyncAgents
 from .async_runs import AsyncRuns
@@ -9,6 +9,7 @@ from .runs import Runs
 from .threads import AsyncThreadRuns, AsyncThreads, ThreadDeleted, ThreadRuns, Threads
 from .users import AsyncMemories, AsyncUsers, Memories, MemoryDeleted, Users
 from .waits import AsyncWaits, Waits
+from .webhooks import AsyncWebhooks, WebhookDeleted, Webhooks
 
 __all__ = [
     "AgentDeleted",
@@ -23,6 +24,7 @@ __all__ = [
     "AsyncThreads",
     "AsyncUsers",
     "AsyncWaits",
+    "AsyncWebhooks",
     "FileDeleted",
     "Files",
     "Memories",
@@ -37,4 +39,6 @@ __all__ = [
     "Threads",
     "Users",
     "Waits",
+    "WebhookDeleted",
+    "Webhooks",
 ]

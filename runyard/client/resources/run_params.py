@@ -79,6 +79,8 @@ class ThreadRunCreateParams(RunOptionsParams, total=False):
     """Sent as `Idempotency-Key`; a fresh UUID per call when left out, reused by retries."""
     multitask: Multitask
     """When the thread has an active run: `reject` (409, default), `enqueue` or `interrupt`."""
+    webhook_url: str
+    """Also deliver the run's terminal event here, signed with the org's default webhook secret."""
 
 
 class RunCreateParams(ThreadRunCreateParams, total=False):

@@ -23,6 +23,7 @@ from ..schemas import EventList, MessageBody, ReplyBody, RunCreate, RunList, Thr
 from ..sse import event_stream, sse_response
 from ..variables import render_task
 from .agents import check_agent_fields
+from .webhooks import check_webhook_url
 
 router = APIRouter(tags=["runs"], responses=ERRORS)
 
@@ -44,6 +45,9 @@ async def _create_run(
     check_agent_fields(
         request, {"tools": body.tools, "model": body.model, "metadata": body.metadata, "client_tools": client_tools}
     )
+    webhook_url = None
+    if body.webhook_url is not None:
+        webhook_url = await check_webhook_url(request, body.webhook_url, "webhook_url")
     store = request.app.state.store
     async with store.tx() as tx:
         if body.agent_id is not None:
@@ -81,6 +85,7 @@ async def _create_run(
             multitask=body.multitask,
             idempotency_key=idempotency_key,
             traceparent=_traceparent(request),
+            webhook_url=webhook_url,
             # `stream` only changes how the answer is delivered, not which run is made.
             request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
         )

@@ -33,11 +33,13 @@ from pydantic_ai.toolsets import WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from ...config import Settings
+from . import net
 from .builtins import BUILTIN_TOOLS
 from .human import HUMAN_TOOLS
 from .mcp_config import (
     ENV_REFERENCE,
     MAX_SERVERS,
+    PRIVATE_FLAG,
     REDACTED,
     RESERVED_ENV_PREFIX,
     SERVER_NAME,
@@ -46,7 +48,6 @@ from .mcp_config import (
     acheck_servers,
     check_servers,
     keep_redacted,
-    public_addresses,
     redact,
 )
 from .memory import MEMORY_TOOLS
@@ -148,7 +149,7 @@ async def _transport(server: dict[str, Any], settings: Settings) -> ClientTransp
         return StreamableHttpTransport(url, headers=headers, httpx_client_factory=_client_factory(None))
     host = urlsplit(url).hostname or ""
     try:  # the worker's own look-up: DNS may have changed since the agent was saved
-        addresses = await asyncio.to_thread(public_addresses, host)
+        addresses = await asyncio.to_thread(net.public_addresses, host, PRIVATE_FLAG)
     except ValueError as exc:
         raise _Refused(str(exc)) from None
     return StreamableHttpTransport(url, headers=headers, httpx_client_factory=_client_factory((host, addresses)))

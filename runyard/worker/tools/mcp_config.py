@@ -14,9 +14,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
-
-from pydantic_ai.exceptions import ToolFailed
 
 from ...config import Settings
 from ...store.errors import InvalidInput
@@ -25,6 +22,7 @@ from . import net
 __all__ = [
     "ENV_REFERENCE",
     "MAX_SERVERS",
+    "PRIVATE_FLAG",
     "REDACTED",
     "RESERVED_ENV_PREFIX",
     "SERVER_NAME",
@@ -33,15 +31,15 @@ __all__ = [
     "acheck_servers",
     "check_servers",
     "keep_redacted",
-    "public_addresses",
     "redact",
 ]
 
 MAX_SERVERS = 16
+PRIVATE_FLAG = "RUNYARD_MCP_ALLOW_PRIVATE"
 REDACTED = "<redacted>"
 """What `redact` shows instead of a header or env value that is not a bare `${NAME}` reference."""
 
-_MAX_URL, _MAX_ENTRIES, _MAX_VALUE, _MAX_ARGS = 2048, 32, 8192, 64
+_MAX_ENTRIES, _MAX_VALUE, _MAX_ARGS = 32, 8192, 64
 _MAX_ALLOWED_TOOLS = 256
 
 SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also what model providers accept as a function name
@@ -131,7 +129,7 @@ def _check_server(server: Any, path: str, settings: Settings) -> dict[str, Any]:
         for key in ("args", "env"):
             if server.get(key):
                 raise InvalidInput(f"{key} is for a stdio server (command)", field=f"{path}.{key}")
-        entry["url"] = _check_url(url, f"{path}.url", settings)
+        entry["url"] = net.check_url(url, f"{path}.url", allow_private=settings.mcp_allow_private, flag=PRIVATE_FLAG)
         entry["headers"] = _check_values(server.get("headers"), f"{path}.headers", _HEADER_NAME, header=True)
         return entry
     if server.get("headers"):
@@ -153,26 +151,6 @@ def _check_server(server: Any, path: str, settings: Settings) -> dict[str, Any]:
     entry |= {"command": command, "args": list(args)}
     entry["env"] = _check_values(server.get("env"), f"{path}.env", _ENV_NAME, header=False)
     return entry
-
-
-def _check_url(url: Any, field: str, settings: Settings) -> str:
-    if not isinstance(url, str) or len(url) > _MAX_URL:
-        raise InvalidInput(f"url must be a string of at most {_MAX_URL} characters", field=field)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise InvalidInput(f"not a valid URL: {exc}", field=field) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c <= " " or c == "\x7f" for c in url):
-        raise InvalidInput("url must be an absolute http:// or https:// URL", field=field)
-    if parts.username is not None or parts.password is not None:
-        raise InvalidInput("no credentials in the URL: send them in headers, which are never echoed", field=field)
-    if not settings.mcp_allow_private:
-        try:
-            public_addresses(parts.hostname)
-        except ValueError as exc:
-            raise InvalidInput(str(exc), field=field) from None
-    return url
 
 
 def _check_values(values: Any, field: str, key_pattern: re.Pattern[str], *, header: bool) -> dict[str, str] | None:
@@ -212,24 +190,6 @@ def _check_allowed(names: Any, field: str) -> list[str] | None:
         if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
             raise InvalidInput("must be a tool name of 1-128 characters", field=f"{field}[{j}]")
     return list(dict.fromkeys(names))
-
-
-def public_addresses(host: str) -> list[str]:
-    """The addresses `host` resolves to (blocking); `ValueError` if it does not resolve, or to a
-    private or reserved address."""
-    try:
-        addresses = net.resolve(host)
-    except ToolFailed as exc:
-        raise ValueError(exc.message) from None
-    if not addresses:
-        raise ValueError(f"cannot resolve {host!r}: no addresses")
-    for address in addresses:
-        if not net.is_public_address(address):
-            raise ValueError(
-                f"refused: {host} resolves to a private or reserved address ({address}); "
-                "the operator allows those with RUNYARD_MCP_ALLOW_PRIVATE=true"
-            )
-    return addresses
 
 
 def redact(servers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -7,10 +7,22 @@ import ipaddress
 import socket
 import zlib
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic_ai.exceptions import ToolFailed
 
-__all__ = ["SUPPORTED_ENCODINGS", "BoundedDecoder", "embedded_ipv4", "is_public_address", "resolve"]
+from ...store.errors import InvalidInput
+
+__all__ = [
+    "SUPPORTED_ENCODINGS",
+    "BoundedDecoder",
+    "check_url",
+    "embedded_ipv4",
+    "is_public_address",
+    "public_addresses",
+    "resolve",
+]
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -114,6 +126,49 @@ def resolve(host: str) -> list[str]:
     except (socket.gaierror, UnicodeError) as exc:
         raise ToolFailed(f"cannot resolve {host!r}: {exc}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def public_addresses(host: str, flag: str) -> list[str]:
+    """The addresses `host` resolves to (blocking); `ValueError` if it does not resolve, or to a
+    private or reserved address (the message names `flag`, the setting that allows those)."""
+    try:
+        addresses = resolve(host)
+    except ToolFailed as exc:
+        raise ValueError(exc.message) from None
+    if not addresses:
+        raise ValueError(f"cannot resolve {host!r}: no addresses")
+    for address in addresses:
+        if not is_public_address(address):
+            raise ValueError(
+                f"refused: {host} resolves to a private or reserved address ({address}); "
+                f"the operator allows those with {flag}=true"
+            )
+    return addresses
+
+
+MAX_URL = 2048
+
+
+def check_url(url: Any, field: str, *, allow_private: bool, flag: str) -> str:
+    """An absolute http(s) URL without credentials whose host resolves only to public addresses
+    (unless `allow_private`), or `InvalidInput` naming `field`. Resolves the name: blocking."""
+    if not isinstance(url, str) or len(url) > MAX_URL:
+        raise InvalidInput(f"url must be a string of at most {MAX_URL} characters", field=field)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise InvalidInput(f"not a valid URL: {exc}", field=field) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c <= " " or c == "\x7f" for c in url):
+        raise InvalidInput("url must be an absolute http:// or https:// URL", field=field)
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("no credentials in the URL: send them in headers, which are never echoed", field=field)
+    if not allow_private:
+        try:
+            public_addresses(parts.hostname, flag)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field=field) from None
+    return url
 
 
 _GZIP, _DEFLATE = "gzip", "deflate"
