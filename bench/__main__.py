@@ -110,6 +110,10 @@ class Server:
         result = _child("bench.load", {"port": self.proc.port, "key": ADMIN_KEY, **spec})
         return result, cpu_seconds(self.pid) - before
 
+    def cpu(self) -> float:
+        """The server's CPU seconds so far."""
+        return cpu_seconds(self.pid)
+
     def stop(self) -> None:
         self.proc.stop()
 
@@ -323,7 +327,19 @@ def bench_mcp() -> None:
     run(report)
 
 
-CLUSTER_SCENARIOS = {"distributed": bench_distributed, "files": bench_files, "mcp": bench_mcp}
+def bench_webhooks() -> None:
+    """(k) webhook deliveries per second and commit → delivery latency (bench/webhooks.py)."""
+    from bench.webhooks import bench_webhooks as run
+
+    run(report, pct, Server)
+
+
+CLUSTER_SCENARIOS = {
+    "distributed": bench_distributed,
+    "files": bench_files,
+    "mcp": bench_mcp,
+    "webhooks": bench_webhooks,
+}
 """Scenarios that start their own servers (and the services they need)."""
 
 

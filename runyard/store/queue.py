@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Float, Table, bindparam, select, update
 
 from .. import metrics
 from ..domain import RunStatus
@@ -248,24 +248,44 @@ async def finish_jobs(tx: Tx, table: Table, worker_id: str, results: list[dict[s
     written; a job missing from the answer was reaped and leased again meanwhile (its new holder
     decides), so this attempt's outcome is dropped.
     """
-    written: set[str] = set()
+    if not results:
+        return set()
+    # One locking read checks every fence; then one UPDATE per set of columns for the jobs held.
+    held_rows = await tx.conn.execute(
+        select(table.c.id, table.c.attempt)
+        .where(table.c.id.in_(sorted(r["id"] for r in results)), table.c.worker_id == worker_id)
+        .where(table.c.status == "running")
+        .order_by(table.c.id)
+        .with_for_update()
+    )
+    held = {(r.id, r.attempt) for r in held_rows}
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for result in results:
-        columns = {k: v for k, v in result.items() if k not in ("id", "attempt", "retry_in")}
-        if "retry_in" in result:
-            columns["available_at"] = tx.store.db_now() + result["retry_in"]
-        fenced = (
-            update(table)
-            .where(
-                table.c.id == result["id"],
-                table.c.worker_id == worker_id,
-                table.c.attempt == result["attempt"],
-                table.c.status == "running",
-            )
-            .values(**columns, worker_id=None, lease_until=None)
+        if (result["id"], result["attempt"]) in held:
+            columns = {k: v for k, v in result.items() if k not in ("id", "attempt")}
+            by_columns.setdefault(tuple(sorted(columns)), []).append({"_id": result["id"], **columns})
+    for columns, params in by_columns.items():
+        await tx.conn.execute(_finish_statement(tx, table, columns), params)
+    return {p["_id"] for params in by_columns.values() for p in params}
+
+
+_FINISH: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _finish_statement(tx: Tx, table: Table, columns: tuple[str, ...]) -> Any:
+    """`UPDATE <table> SET <columns>, lease cleared WHERE id = :_id`, built once per column set;
+    `retry_in` sets `available_at` to the database clock plus that many seconds."""
+    clock = tx.store.db_now()
+    key = (table.name, str(clock), columns)
+    stmt = _FINISH.get(key)
+    if stmt is None:
+        values: dict[str, Any] = {c: bindparam(c, type_=table.c[c].type) for c in columns if c != "retry_in"}
+        if "retry_in" in columns:
+            values["available_at"] = clock + bindparam("retry_in", type_=Float)
+        stmt = _FINISH[key] = (
+            update(table).where(table.c.id == bindparam("_id")).values(**values, worker_id=None, lease_until=None)
         )
-        if (await tx.conn.execute(fenced)).rowcount:
-            written.add(result["id"])
-    return written
+    return stmt
 
 
 async def reap_jobs(tx: Tx, table: Table, *, all_running: bool = False, now: float | None = None) -> int:
