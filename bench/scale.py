@@ -983,6 +983,24 @@ def build_queries(s: Sample) -> list[Query]:
     terminal = s.terminal_runs()
     all_runs = [r for r, _, _ in s.runs]
 
+    # GET /v1/usage over the whole seeded span (every run of the org), and narrower ones; its
+    # statements are not captured for plans (it reads its own answers), so no plan is shown.
+    span = {"from": _iso(s.first_us - day), "to": _iso(s.last_us + day)}
+    usage_params: list[tuple[str, Callable[[random.Random], dict[str, str]]]] = [
+        ("totals, all runs", lambda rng: span),
+        ("group_by=day, all runs", lambda rng: {**span, "group_by": "day"}),
+        ("group_by=agent, all runs", lambda rng: {**span, "group_by": "agent"}),
+        ("group_by=user, all runs", lambda rng: {**span, "group_by": "user"}),
+        ("agent_id, all runs", lambda rng: {**span, "agent_id": rng.choice(s.agents)}),
+        (
+            "1 day, group_by=model",
+            lambda rng: (lambda t: {"from": _iso(t), "to": _iso(t + day), "group_by": "model"})(random_time(rng)),
+        ),
+    ]
+
+    def usage(gen: Callable[[random.Random], dict[str, str]]) -> Callable[[random.Random], Request]:
+        return lambda rng: Request("/v1/usage?" + urllib.parse.urlencode(gen(rng)), HEADERS, [])
+
     def events_request(rng: random.Random) -> Request:
         run_id = rng.choice(all_runs)
         return Request(
@@ -1035,6 +1053,7 @@ def build_queries(s: Sample) -> list[Query]:
         Query(f"org {SMALL_ORG}: user_id", small(lambda rng: {"user_id": rng.choice(s.small_users)})),
         Query("deep page (cursor walk, pages 21-220)", lst(walk_params), after=walk_after),
         Query("before=random run (any depth)", lst(lambda rng: {"before": encode_cursor(rng.choice(all_runs))})),
+        *(Query(f"usage report: {name}", usage(params)) for name, params in usage_params),
         Query("events after_seq=10 limit=100", events_request),
         Query("SSE resume Last-Event-ID=10: first event", sse_request),
         Query("SSE resume Last-Event-ID=10: closed", sse_request),

@@ -21,6 +21,7 @@ files, `runs.files` reads what it wrote, and `variables=` fill an agent's `messa
 Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
 """
 
+from ._usage import UsageGroup, UsageReport
 from ._version import __version__
 from ._webhooks import Webhook, WebhookDelivery, WebhookSecret
 from .client.accumulator import RunAccumulator
@@ -117,6 +118,8 @@ __all__ = [  # noqa: RUF022
     "ThreadMessage",
     "TimeoutError",
     "Usage",
+    "UsageGroup",
+    "UsageReport",
     "ValidationError",
     "Wait",
     "Webhook",

@@ -1,14 +1,14 @@
 """The `runyard` command: one module per command group, wired into one Typer app here.
 
 `server` and `keys` run or administer a server from this machine's settings; `runs`, `agents`,
-`files` and `waits` are clients of a running server, through the SDK's public API only.
+`files`, `waits` and `usage` are clients of a running server, through the SDK's public API only.
 """
 
 from __future__ import annotations
 
 import typer
 
-from . import agents, files, keys, runs, server, waits
+from . import agents, files, keys, runs, server, usage, waits
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ app.command()(server.serve)
 app.command()(server.worker)
 app.command()(server.migrate)
 app.command()(runs.run)
+app.command()(usage.usage)
 app.add_typer(keys.keys_app, name="keys")
 waits.add_runs_commands(runs.runs_app)
 files.add_runs_commands(runs.runs_app)

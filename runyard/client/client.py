@@ -22,12 +22,14 @@ from .resources import (
     AsyncFiles,
     AsyncRuns,
     AsyncThreads,
+    AsyncUsageReports,
     AsyncUsers,
     AsyncWaits,
     AsyncWebhooks,
     Files,
     Runs,
     Threads,
+    UsageReports,
     Users,
     Waits,
     Webhooks,
@@ -89,6 +91,8 @@ class Runyard(SyncAPIClient):
     """What the org keeps about its end users (`client.users.memories`)."""
     webhooks: Webhooks
     """Endpoints Runyard calls when events happen, and their delivery log."""
+    usage: UsageReports
+    """What the org's runs used: tokens, cost, credits, runs by status, durations."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class Runyard(SyncAPIClient):
         self.waits = Waits(self)
         self.users = Users(self)
         self.webhooks = Webhooks(self)
+        self.usage = UsageReports(self)
 
     def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
         return self.request(_event_stream_options(run_id, after_seq), stream=True)
@@ -151,6 +156,8 @@ class AsyncRunyard(AsyncAPIClient):
     """What the org keeps about its end users (`client.users.memories`)."""
     webhooks: AsyncWebhooks
     """Endpoints Runyard calls when events happen, and their delivery log."""
+    usage: AsyncUsageReports
+    """What the org's runs used: tokens, cost, credits, runs by status, durations."""
 
     def __init__(
         self,
@@ -177,6 +184,7 @@ class AsyncRunyard(AsyncAPIClient):
         self.waits = AsyncWaits(self)
         self.users = AsyncUsers(self)
         self.webhooks = AsyncWebhooks(self)
+        self.usage = AsyncUsageReports(self)
 
     async def _open_event_stream(self, run_id: str, *, after_seq: int) -> httpx.Response:
         return await self.request(_event_stream_options(run_id, after_seq), stream=True)

@@ -152,12 +152,14 @@ def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01)
 
 
 @contextmanager
-def server_on(dialect: str, tmp: Path) -> Iterator[ServerInThread]:
-    """A running server on a fresh database of `dialect` (`sqlite` or `postgres`), dropped after."""
+def server_on(dialect: str, tmp: Path, **settings: Any) -> Iterator[ServerInThread]:
+    """A running server on a fresh database of `dialect` (`sqlite` or `postgres`), dropped after;
+    `settings` are further `Settings` fields."""
     from .postgres import create_database, drop_database, url_of
 
     if dialect == "sqlite":
-        srv = ServerInThread(Settings(database_url=f"sqlite+aiosqlite:///{tmp / 'runyard.db'}", api_key=ADMIN_KEY))
+        url = f"sqlite+aiosqlite:///{tmp / 'runyard.db'}"
+        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY, **settings))
         srv.start()
         try:
             yield srv
@@ -168,7 +170,7 @@ def server_on(dialect: str, tmp: Path) -> Iterator[ServerInThread]:
     try:
         url = url_of(database)
         asyncio.run(_migrate(url))
-        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY)).start()
+        srv = ServerInThread(Settings(database_url=url, api_key=ADMIN_KEY, **settings)).start()
         try:
             yield srv
         finally:

@@ -1,5 +1,5 @@
 """The resource namespaces of `Runyard` and `AsyncRunyard` (`client.agents`, `client.runs`, `client.threads`,
-`client.files`, `client.waits`, `client.users`, `client.webhooks`)."""
+`client.files`, `client.waits`, `client.users`, `client.webhooks`, `client.usage`)."""
 
 from .agents import AgentDeleted, Agents, AsyncAgents
 from .async_runs import AsyncRuns
@@ -7,6 +7,7 @@ from .files import AsyncFiles, AsyncRunFiles, AsyncThreadFiles, FileDeleted, Fil
 from .run_params import RunCreateParams, ThreadRunCreateParams
 from .runs import Runs
 from .threads import AsyncThreadRuns, AsyncThreads, ThreadDeleted, ThreadRuns, Threads
+from .usage import AsyncUsageReports, UsageReports
 from .users import AsyncMemories, AsyncUsers, Memories, MemoryDeleted, Users
 from .waits import AsyncWaits, Waits
 from .webhooks import AsyncWebhooks, WebhookDeleted, Webhooks
@@ -22,6 +23,7 @@ __all__ = [
     "AsyncThreadFiles",
     "AsyncThreadRuns",
     "AsyncThreads",
+    "AsyncUsageReports",
     "AsyncUsers",
     "AsyncWaits",
     "AsyncWebhooks",
@@ -37,6 +39,7 @@ __all__ = [
     "ThreadRunCreateParams",
     "ThreadRuns",
     "Threads",
+    "UsageReports",
     "Users",
     "Waits",
     "WebhookDeleted",
