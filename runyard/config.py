@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._budgets import RunLimits
+
 __all__ = ["Settings", "get_settings"]
 
 
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     webhooks_concurrency: int = Field(default=64, ge=1)
     """Deliveries one worker sends at once. Default 64."""
 
+    default_limits: RunLimits | None = None
+    """The org-wide budgets of every run, as JSON (`{"max_cost_usd": 5, "max_duration_s": 600}`); a run's
+    or its agent's smaller limits win. Default: none."""
     credits_per_usd: float = Field(default=1000.0, gt=0)
     """`usage.credits_used` = cost × this, rounded up to whole credits. Default 1000."""
     log_format: Literal["text", "json"] = "text"

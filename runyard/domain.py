@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
+from ._budgets import RunLimits, StopReason
+
 __all__ = [
     "ACTIVE_STATUSES",
     "EVENT_ADAPTER",
@@ -33,6 +35,7 @@ __all__ = [
     "Multitask",
     "PermissionMode",
     "Run",
+    "RunLimits",
     "RunOptions",
     "RunStatus",
     "Thread",
@@ -107,6 +110,7 @@ EventType = Literal[
     "file.updated",
     "file.deleted",
     "run.completed",
+    "run.budget_exceeded",
     "run.failed",
     "run.cancelled",
 ]
@@ -131,6 +135,7 @@ class RunOptions(BaseModel):
     memory: bool = Field(default=True, description="Give the model the user's memories and memory tools.")
     wait_timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, description="Seconds a wait stays open.")
     wait_timeout_action: WaitTimeoutAction = Field(default="deny", description="What an expired wait does.")
+    limits: RunLimits | None = Field(default=None, description="Budgets; the agent's and the org's apply too.")
 
 
 RUN_OPTION_DEFAULTS: dict[str, Any] = RunOptions().model_dump()
@@ -214,6 +219,7 @@ class Agent(_Model):
     output_schema: dict[str, Any] | None = None
     message_template: str | None = None
     """A Jinja2 template (sandboxed) rendered with a run's `variables` into its task."""
+    limits: RunLimits | None = None  # budgets of its runs (with the run's own and the org's: the smallest wins)
     mcp_servers: list[MCPServer] = Field(default_factory=list)
     client_tools: list[ClientTool] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -242,6 +248,7 @@ class Run(RunOptions, _Model):
     original_prompt: str
     output: Any = None
     error: str | None = None
+    stop_reason: StopReason | None = None  # why a terminal run ended (null while it runs)
     user_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     model: str
@@ -443,6 +450,10 @@ class FileDeleted(Event):
 
 class RunCompleted(Event):
     type: Literal["run.completed"] = "run.completed"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RunBudgetExceeded(Event):
+    type: Literal["run.budget_exceeded"] = "run.budget_exceeded"  # pyright: ignore[reportIncompatibleVariableOverride]
 
 
 class RunFailed(Event):

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .._webhooks import Webhook, WebhookDelivery
-from ..domain import Agent, Event, Memory, Multitask, Run, RunOptions, Thread, Wait
+from ..domain import Agent, Event, Memory, Multitask, Run, RunLimits, RunOptions, Thread, Wait
 from .limits import Limits, MessageText, Metadata, check_json, check_json_schema, check_text, max_json_bytes
 
 __all__ = [
@@ -87,6 +87,7 @@ class _AgentFields(_Body):
         None, max_length=16, description="`{name, url, headers?, allowed_tools?, require_approval?}` or stdio."
     )
     client_tools: ClientTools | None = None
+    limits: RunLimits | None = Field(None, description="Budgets of the agent's runs (the smallest limit wins).")
     metadata: Metadata | None = None
 
 

@@ -27,6 +27,7 @@ FIELDS = (
     "message_template",
     "mcp_servers",
     "client_tools",
+    "limits",
     "metadata",
 )
 

@@ -53,6 +53,8 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     S.CANCELLED: frozenset(),
 }
 _STAMP = {S.COMPLETED: "completed_at", S.FAILED: "failed_at", S.CANCELLED: "cancelled_at"}
+_STOP_REASON = {S.COMPLETED: "completed", S.FAILED: "error", S.CANCELLED: "cancelled"}
+"""A terminal run's `stop_reason` unless the append names another (`budget_exceeded`, `max_attempts`, …)."""
 
 NewEvent = tuple[str, dict[str, Any]]
 
@@ -180,6 +182,7 @@ async def append_many(
             values["status"] = a.to.value
             if a.to in _STAMP:
                 values[_STAMP[a.to]] = now
+                values.setdefault("stop_reason", _STOP_REASON[a.to])
         seq = next_seq[a.run_id] if a.run_id in next_seq else int(row.last_seq)
         envelopes = []
         for i, (type_, data) in enumerate(a.new, start=1):

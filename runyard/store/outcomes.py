@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import metrics
+from .._budgets import StopReason
 from ..domain import RUN_OPTION_DEFAULTS, RunOptions, RunStatus, WaitKind
 from . import checkpoints, events, queue
 from . import waits as waits_store
@@ -152,13 +153,27 @@ async def pause(
     await waits_store.insert_many(tx.conn, waits)
 
 
-async def fail(tx: Tx, run: ClaimedRun, new: Sequence[NewEvent], *, error: str, usage: dict[str, Any]) -> None:
+async def fail(
+    tx: Tx,
+    run: ClaimedRun,
+    new: Sequence[NewEvent],
+    *,
+    error: str,
+    usage: dict[str, Any],
+    stop_reason: StopReason = "error",
+    output: Any = None,
+) -> None:
+    """The run failed: on an error, or past a budget (`budget_exceeded`, the partial `output` kept)."""
+    ending: list[NewEvent] = []
+    if stop_reason == "budget_exceeded":
+        ending.append(("run.budget_exceeded", {"error": error, "usage": usage_view(usage)}))
+    ending.append(("run.failed", {"error": error, "usage": usage_view(usage), "stop_reason": stop_reason}))
     await events.append(
         tx,
         run.id,
-        [*new, ("run.failed", {"error": error, "usage": usage_view(usage)})],
+        [*new, *ending],
         to=RunStatus.FAILED,
-        changes={"error": error, "usage": usage, **_UNLEASED},
+        changes={"error": error, "usage": usage, "output": output, "stop_reason": stop_reason, **_UNLEASED},
         fence=run.fence,
     )
     _finished(run, RunStatus.FAILED)

@@ -191,9 +191,15 @@ async def reap_expired(
             await events.append(
                 tx,
                 row.id,
-                [("run.failed", {"error": error, "usage": row.usage})],
+                [("run.failed", {"error": error, "usage": row.usage, "stop_reason": "max_attempts"})],
                 to=RunStatus.FAILED,
-                changes={"error": error, "worker_id": None, "lease_until": None, "lost_leases": lost},
+                changes={
+                    "error": error,
+                    "stop_reason": "max_attempts",
+                    "worker_id": None,
+                    "lease_until": None,
+                    "lost_leases": lost,
+                },
             )
             metrics.run_finished(RunStatus.FAILED.value, row.model)
             failed += 1

@@ -136,6 +136,8 @@ agents = Table(
     Column("message_template", Text),
     Column("mcp_servers", Json, nullable=False, server_default="[]"),
     Column("client_tools", Json, nullable=False, server_default="[]"),
+    # Budgets of the agent's runs (`RunLimits`); null: none of its own.
+    Column("limits", Json),
     Column("metadata", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -169,6 +171,8 @@ runs = Table(
     Column("config", Json, nullable=False),
     Column("output", Json),
     Column("error", Text),
+    # Why a terminal run ended (`StopReason`); null while it is active.
+    Column("stop_reason", String(20)),
     Column("user_id", String(200)),
     Column("metadata", Json, nullable=False),
     Column("model", String(200), nullable=False),

@@ -355,9 +355,9 @@ async def expire_due(tx: Tx, *, now: datetime | None = None) -> int:
             await events.append(
                 tx,
                 run_id,
-                [("run.failed", {"error": error, "usage": run["usage"]})],
+                [("run.failed", {"error": error, "usage": run["usage"], "stop_reason": "wait_timeout"})],
                 to=RunStatus.FAILED,
-                changes={"error": error, "waiting_for": None},
+                changes={"error": error, "waiting_for": None, "stop_reason": "wait_timeout"},
             )
             continue
         others = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 from pydantic_ai import Agent, RunContext
@@ -15,10 +15,11 @@ from pydantic_ai.toolsets import ExternalToolset, FunctionToolset, WrapperToolse
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from .. import tracing
+from .._budgets import exceeded
 from ..config import Settings
 from ..domain import PermissionMode
 from ..store import journal
-from ..store.db import Tx
+from ..store.db import Tx, utcnow
 from ..store.outcomes import ClaimedRun
 from .models import Prices
 from .tools import BUILTIN_TOOLS
@@ -44,6 +45,10 @@ PLAN_INSTRUCTIONS = (
     "Before doing anything, propose a short numbered plan for the task as plain text. "
     "Do not call any tool yet: the user will approve or reject the plan first."
 )
+
+
+class BudgetExceeded(Exception):
+    """The run reached one of its limits (`RunLimits`): it ends failed, `stop_reason: "budget_exceeded"`."""
 
 
 @dataclass
@@ -89,6 +94,16 @@ class RunDeps:
     mcp: dict[str, Any] = field(default_factory=dict)
     """The MCP tools offered, by name: their server, side effects and approval rule."""
 
+    def check_budget(self, before: Literal["request", "tool_call"]) -> None:
+        """Before a model request or a tool call: `BudgetExceeded` once the run reached a limit."""
+        limits = self.run.config.get("limits")
+        if not limits:
+            return
+        started = self.run.started_at or utcnow()
+        reached = exceeded(limits, self.state.usage, (utcnow() - started).total_seconds(), before)
+        if reached is not None:
+            raise BudgetExceeded(reached)
+
     def needs_approval(self, name: str) -> bool:
         if name in HUMAN_TOOLS or name in self.remembered:
             return False
@@ -125,6 +140,7 @@ class JournalToolset(WrapperToolset[RunDeps]):
             if done.is_error:
                 raise ToolFailed(str(done.result))
             return done.result
+        deps.check_budget("tool_call")  # a replayed call above costs nothing: only a new one is checked
         if not ctx.tool_call_approved and deps.needs_approval(name):
             if not deps.run.options.human_in_the_loop:
                 # Only an MCP server's require_approval gets here (run creation refuses it): never run unasked.

@@ -20,6 +20,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.tools import DeferredToolRequests
 
 from .. import logs, tracing
+from .._budgets import StopReason
 from ..config import Settings
 from ..store import outcomes
 from ..store.checkpoints import Checkpoint
@@ -28,7 +29,7 @@ from ..store.errors import LeaseLost, is_unavailable
 from ..store.events import Fence, NewEvent
 from ..store.journal import JournalMismatch
 from ..store.outcomes import ClaimedRun, FollowUpsQueued
-from .agents import JournalToolset, RunDeps, RunState, agent_for, declared_tools, tool_names
+from .agents import BudgetExceeded, JournalToolset, RunDeps, RunState, agent_for, declared_tools, tool_names
 from .humans import plan_wait, remembered_tools, waits_for
 from .models import ModelError, load_routes, resolve_model
 from .resume import prepare, take_follow_ups
@@ -101,6 +102,9 @@ class Paused:
 @dataclass(frozen=True)
 class Failed:
     error: str
+    stop_reason: StopReason = "error"
+    output: Any = None
+    """Past a budget: the text streamed so far, kept as the partial output."""
 
 
 @dataclass(frozen=True)
@@ -216,9 +220,14 @@ async def _classify(
         return Abandoned("lease lost")
     except LeaseLost:
         return Abandoned("lease lost")
+    except BudgetExceeded as exc:
+        return Failed(str(exc), "budget_exceeded", "".join(state.text) or None)
     except (ModelError, AgentRunError, UserError, JournalMismatch) as exc:
         return Failed(_error_text(exc))
     except Exception as exc:
+        budget = exc.subgroup(BudgetExceeded) if isinstance(exc, ExceptionGroup) else None
+        if budget is not None:  # tool calls run in parallel may raise it inside a group
+            return Failed(str(budget.exceptions[0]), "budget_exceeded", "".join(state.text) or None)
         if is_unavailable(exc):
             # Checked before OSError: a refused database connection is one, and must not fail the run.
             log.warning("run %s: database unavailable (%s); leaving it to the lease", run.id, exc)
@@ -252,8 +261,8 @@ async def _persist(outcome: Outcome, writer: EventWriter, run: ClaimedRun, state
                 await writer.commit(lambda tx, new: outcomes.cancel(tx, run, new, output=output, usage=usage))
             case Released(reason=reason):
                 await writer.commit(lambda tx, new: outcomes.release(tx, run, new, usage=usage, reason=reason))
-            case Failed(error=error):
-                await _fail(writer, run, error, usage)
+            case Failed(error=error, stop_reason=stop_reason, output=output):
+                await _fail(writer, run, error, usage, stop_reason=stop_reason, output=output)
     except (LeaseLost, FollowUpsQueued):
         raise
     except Exception as exc:
@@ -265,9 +274,17 @@ async def _persist(outcome: Outcome, writer: EventWriter, run: ClaimedRun, state
         await _fail(writer, run, f"{type(exc).__name__}: {exc}", usage)
 
 
-async def _fail(writer: EventWriter, run: ClaimedRun, error: str, usage: dict[str, Any]) -> None:
+async def _fail(
+    writer: EventWriter,
+    run: ClaimedRun,
+    error: str,
+    usage: dict[str, Any],
+    *,
+    stop_reason: StopReason = "error",
+    output: Any = None,
+) -> None:
     async def write(tx: Tx, new: list[NewEvent]) -> None:
-        await outcomes.fail(tx, run, new, error=error, usage=usage)
+        await outcomes.fail(tx, run, new, error=error, usage=usage, stop_reason=stop_reason, output=output)
 
     try:
         await writer.commit(write)

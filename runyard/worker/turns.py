@@ -48,6 +48,7 @@ async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
     unsaved = False  # tool results (or a retry prompt) in the conversation that no checkpoint holds yet
     async for node in agent_run:
         if Agent.is_model_request_node(node):
+            deps.check_budget("request")
             appended = await take_follow_ups(writer.store, deps.run, state)
             if appended:
                 node.request.parts = [*node.request.parts, UserPromptPart(appended)]

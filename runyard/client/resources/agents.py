@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ...domain import Agent, ClientTool, MCPServer
+from ...domain import Agent, ClientTool, MCPServer, RunLimits
 from ..client_tools import client_tool_json
 from ..pagination import AsyncPaginator, SyncPage
 from ..paths import path_for
@@ -48,6 +48,7 @@ def agent_body(
     message_template: NotGivenOr[str | None],
     mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]],
     client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]],
+    limits: NotGivenOr[RunLimits | Mapping[str, Any] | None],
     metadata: NotGivenOr[dict[str, Any]],
 ) -> dict[str, Any]:
     """The JSON body of an agent create or update: every field the caller passed, and no other."""
@@ -55,6 +56,8 @@ def agent_body(
         mcp_servers = [mcp_server_json(server) for server in mcp_servers]
     if not isinstance(client_tools, NotGiven):
         client_tools = [client_tool_json(tool) for tool in client_tools]
+    if isinstance(limits, RunLimits):
+        limits = limits.model_dump(exclude_none=True)
     return strip_not_given(
         {
             "name": name,
@@ -68,6 +71,7 @@ def agent_body(
             "message_template": message_template,
             "mcp_servers": mcp_servers,
             "client_tools": client_tools,
+            "limits": limits,
             "metadata": metadata,
         }
     )
@@ -93,6 +97,7 @@ class Agents:
         message_template: NotGivenOr[str | None] = NOT_GIVEN,
         mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
         client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
+        limits: NotGivenOr[RunLimits | Mapping[str, Any] | None] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Create an agent.
@@ -111,6 +116,8 @@ class Agents:
                 streamable HTTP (`url`, `headers`) or stdio (`command`, `args`) if the operator allows.
             client_tools: definitions of tools the caller executes (`ClientTool`s or dicts with
                 `name`, `description`, `parameters`, `output_schema`); see `runs.tool_results`.
+            limits: budgets of the agent's runs (`RunLimits` or a dict); a run's own and the org's
+                apply too, the smallest winning.
             metadata: free-form JSON; the `scripted` model reads its `script` here.
         """
         body = agent_body(
@@ -125,6 +132,7 @@ class Agents:
             message_template=message_template,
             mcp_servers=mcp_servers,
             client_tools=client_tools,
+            limits=limits,
             metadata=metadata,
         )
         return self._client._request_model("POST", "/v1/agents", Agent, json=body)
@@ -159,6 +167,7 @@ class Agents:
         message_template: NotGivenOr[str | None] = NOT_GIVEN,
         mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
         client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
+        limits: NotGivenOr[RunLimits | Mapping[str, Any] | None] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
@@ -174,6 +183,7 @@ class Agents:
             message_template=message_template,
             mcp_servers=mcp_servers,
             client_tools=client_tools,
+            limits=limits,
             metadata=metadata,
         )
         return self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)
@@ -203,6 +213,7 @@ class AsyncAgents:
         message_template: NotGivenOr[str | None] = NOT_GIVEN,
         mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
         client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
+        limits: NotGivenOr[RunLimits | Mapping[str, Any] | None] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Create an agent. The arguments are those of `Runyard.agents.create`."""
@@ -218,6 +229,7 @@ class AsyncAgents:
             message_template=message_template,
             mcp_servers=mcp_servers,
             client_tools=client_tools,
+            limits=limits,
             metadata=metadata,
         )
         return await self._client._request_model("POST", "/v1/agents", Agent, json=body)
@@ -245,6 +257,7 @@ class AsyncAgents:
         message_template: NotGivenOr[str | None] = NOT_GIVEN,
         mcp_servers: NotGivenOr[Sequence[MCPServer | Mapping[str, Any]]] = NOT_GIVEN,
         client_tools: NotGivenOr[Sequence[ClientTool | Mapping[str, Any]]] = NOT_GIVEN,
+        limits: NotGivenOr[RunLimits | Mapping[str, Any] | None] = NOT_GIVEN,
         metadata: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> Agent:
         """Change some fields of an agent; fields not passed keep their value (pass `None` to clear one)."""
@@ -260,6 +273,7 @@ class AsyncAgents:
             message_template=message_template,
             mcp_servers=mcp_servers,
             client_tools=client_tools,
+            limits=limits,
             metadata=metadata,
         )
         return await self._client._request_model("PATCH", path_for("/v1/agents/{}", agent_id), Agent, json=body)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from ...domain import ClientTool, File, Multitask, PermissionMode, Run, RunStatus, WaitTimeoutAction
+from ...domain import ClientTool, File, Multitask, PermissionMode, Run, RunLimits, RunStatus, WaitTimeoutAction
 from .. import exceptions as _exc
 from ..base_client import RequestOptions, new_idempotency_key
 from ..client_tools import LocalTools, ToolFunction, client_tool_json
@@ -43,6 +43,9 @@ class RunOptionsParams(TypedDict, total=False):
     """Seconds a pause stays open; then `wait_timeout_action` applies (default: no deadline)."""
     wait_timeout_action: WaitTimeoutAction
     """What an expired pause does: `deny` (the run goes on, default) or `fail` the run."""
+    limits: RunLimits | Mapping[str, Any]
+    """Budgets (`max_cost_usd`, `max_tokens`, `max_requests`, `max_tool_calls`, `max_duration_s`); the
+    agent's and the org's apply too, the smallest wins. Past one the run fails (`budget_exceeded`)."""
 
 
 class ThreadRunCreateParams(RunOptionsParams, total=False):
@@ -131,6 +134,8 @@ def run_body(
     if local is None:
         local = local_tools(params)
     fields = strip_not_given({key: value for key, value in params.items() if key not in _BUILT})
+    if isinstance(fields.get("limits"), RunLimits):
+        fields["limits"] = fields["limits"].model_dump(exclude_none=True)
     tools = params.get("tools")
     if tools is not None and not isinstance(tools, Mapping):
         if isinstance(tools, str):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from ... import tracing
+from ..._budgets import tightest
 from ...domain import SETTLING_EVENT_TYPES, Run, RunStatus
 from ...store import agents, events, runs, threads, waits
 from ...store.errors import InvalidInput
@@ -66,6 +67,12 @@ async def _create_run(
                     "create the run with human_in_the_loop: true",
                     field="human_in_the_loop",
                 )
+        options = body.options()
+        default = request.app.state.settings.default_limits
+        # The smallest of the run's, the agent's and the org's limits, kept with the run.
+        options["limits"] = tightest(
+            options.get("limits"), agent.get("limits"), default.model_dump() if default is not None else None
+        )
         run = await runs.create(
             tx,
             org,
@@ -81,7 +88,7 @@ async def _create_run(
             model=body.model,
             user_id=body.user_id,
             metadata=body.metadata,
-            options=body.options(),
+            options=options,
             multitask=body.multitask,
             idempotency_key=idempotency_key,
             traceparent=_traceparent(request),
