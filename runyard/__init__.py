@@ -23,6 +23,7 @@ Importing this package loads only httpx, pydantic and the shared models of `runy
 
 from ._usage import UsageGroup, UsageReport
 from ._version import __version__
+from ._versions import AgentVersion
 from ._webhooks import Webhook, WebhookDelivery, WebhookSecret
 from .client.accumulator import RunAccumulator
 from .client.client import AsyncRunyard, DefaultAioHttpClient, Runyard
@@ -77,6 +78,7 @@ __all__ = [  # noqa: RUF022
     "__version__",
     "Agent",
     "AgentDeleted",
+    "AgentVersion",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",

@@ -126,8 +126,7 @@ Multitask = Literal["reject", "enqueue", "interrupt"]
 
 
 class RunOptions(BaseModel):
-    """Per-run options with their defaults: declared once, read by the server's request models,
-    the run resource, the store's defaults and (as the SDK's `RunOptionsParams`) its signatures."""
+    """Per-run options with defaults, declared once: for requests, runs, the store and the SDK."""
 
     human_in_the_loop: bool = Field(default=False, description="Offer ask_user_question; allow permission modes.")
     permission_mode: PermissionMode = Field(default="autonomous", description="Which tool calls wait for approval.")
@@ -220,6 +219,7 @@ class Agent(_Model):
     message_template: str | None = None
     """A Jinja2 template (sandboxed) rendered with a run's `variables` into its task."""
     limits: RunLimits | None = None  # budgets of its runs (with the run's own and the org's: the smallest wins)
+    version: int = 1  # one more at every change of what it runs (`VERSIONED_FIELDS`)
     mcp_servers: list[MCPServer] = Field(default_factory=list)
     client_tools: list[ClientTool] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -258,8 +258,8 @@ class Run(RunOptions, _Model):
     output_schema: dict[str, Any] | None = None
     waiting_for: WaitKind | None = None
     """What a `waiting` run waits for: `question`, `approval`, `input` or `tool_result`."""
-    webhook_url: str | None = None
-    """Where the run's terminal event is also delivered (signed with the org's default secret)."""
+    webhook_url: str | None = None  # also gets the run's terminal event, signed with the org's default secret
+    agent_version: int | None = None  # the agent's version the run executes
     usage: Usage = Field(default_factory=Usage)
     steps: int = 0  # model requests so far
     duration_ms: int | None = None

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .._versions import AgentVersion
 from .._webhooks import Webhook, WebhookDelivery
 from ..domain import Agent, Event, Memory, Multitask, Run, RunLimits, RunOptions, Thread, Wait
 from .limits import Limits, MessageText, Metadata, check_json, check_json_schema, check_text, max_json_bytes
@@ -14,6 +15,7 @@ __all__ = [
     "AgentCreate",
     "AgentList",
     "AgentUpdate",
+    "AgentVersionList",
     "AnswerBody",
     "ApproveBody",
     "Deleted",
@@ -112,6 +114,10 @@ class ThreadRunCreate(RunOptions, _Body):
         None, max_length=100, description="Uploaded file ids, put into the thread's workspace before the run starts."
     )
     agent_id: str | None = Field(None, max_length=40)
+    agent_version: int | None = Field(None, ge=1, description="Run this version of the agent (default: its newest).")
+    persona_id: str | None = Field(
+        None, min_length=1, max_length=220, description='The agent as "name@version" ("name" alone: its newest).'
+    )
     name: str | None = Field(None, min_length=1, max_length=200, description="Quick start: agent name.")
     instructions: str | None = Field(None, max_length=100_000, description="Quick start: agent instructions.")
     tools: list[Annotated[str, Field(max_length=200)]] | None = Field(
@@ -153,6 +159,10 @@ class RunList(Page[Run]):
 
 
 class AgentList(Page[Agent]):
+    pass
+
+
+class AgentVersionList(Page[AgentVersion]):
     pass
 
 

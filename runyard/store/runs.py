@@ -56,6 +56,7 @@ _PUBLIC = (
     "output",
     "error",
     "stop_reason",
+    "agent_version",
     "user_id",
     "metadata",
     "model",
@@ -126,6 +127,7 @@ async def create(
     file_limits: FileLimits | None = None,
     traceparent: str | None = None,
     webhook_url: str | None = None,
+    agent_version: int | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
@@ -200,6 +202,7 @@ async def create(
         "last_seq": 0,
         "pending_messages": [],
         "waiting_for": None,
+        "agent_version": agent_version,
     }
     # Parameters rather than .values(): the compiled INSERT is cached instead of rebuilt per run.
     await conn.execute(_INSERT, [values])

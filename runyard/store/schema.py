@@ -36,6 +36,7 @@ __all__ = [
     "TERMINAL",
     "WAIT_KINDS",
     "WAIT_STATUSES",
+    "agent_versions",
     "agents",
     "api_keys",
     "checkpoints",
@@ -138,10 +139,25 @@ agents = Table(
     Column("client_tools", Json, nullable=False, server_default="[]"),
     # Budgets of the agent's runs (`RunLimits`); null: none of its own.
     Column("limits", Json),
+    # The newest of its `agent_versions`.
+    Column("version", Integer, nullable=False, server_default="1"),
     Column("metadata", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("org_id", "name"),
+)
+
+agent_versions = Table(
+    "agent_versions",
+    metadata,
+    # No foreign key: an agent's versions go with it, and its runs keep their own snapshot.
+    Column("agent_id", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("org_id", String(40), nullable=False),
+    # The name and the `VERSIONED_FIELDS` as they were (MCP secrets included: runs need them).
+    Column("snapshot", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("agent_id", "version"),
 )
 
 threads = Table(
@@ -173,6 +189,8 @@ runs = Table(
     Column("error", Text),
     # Why a terminal run ended (`StopReason`); null while it is active.
     Column("stop_reason", String(20)),
+    # The agent's version the run executes (its config is that version's snapshot).
+    Column("agent_version", Integer),
     Column("user_id", String(200)),
     Column("metadata", Json, nullable=False),
     Column("model", String(200), nullable=False),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..._versions import AgentVersion
 from ...domain import Agent, ClientTool, MCPServer, RunLimits
 from ..client_tools import client_tool_json
 from ..pagination import AsyncPaginator, SyncPage
@@ -141,6 +142,16 @@ class Agents:
         """Fetch one agent. Raises `NotFoundError` when there is no such agent."""
         return self._client._request_model("GET", path_for("/v1/agents/{}", agent_id), Agent)
 
+    def versions(self, agent_id: str, *, limit: NotGivenOr[int] = NOT_GIVEN) -> SyncPage[AgentVersion]:
+        """The agent's versions, newest first; iterating the page walks all of them."""
+        path = path_for("/v1/agents/{}/versions", agent_id)
+        return self._client._request_page(path, AgentVersion.model_validate, {"limit": limit})
+
+    def version(self, agent_id: str, version: int) -> AgentVersion:
+        """The agent as it was at `version`. Raises `NotFoundError` when it has no such version."""
+        path = path_for("/v1/agents/{}/versions/{}", agent_id, str(version))
+        return self._client._request_model("GET", path, AgentVersion)
+
     def list(self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN) -> SyncPage[Agent]:
         """List agents, newest first.
 
@@ -237,6 +248,16 @@ class AsyncAgents:
     async def get(self, agent_id: str) -> Agent:
         """Fetch one agent. Raises `NotFoundError` when there is no such agent."""
         return await self._client._request_model("GET", path_for("/v1/agents/{}", agent_id), Agent)
+
+    def versions(self, agent_id: str, *, limit: NotGivenOr[int] = NOT_GIVEN) -> AsyncPaginator[AgentVersion]:
+        """The agent's versions, newest first: `await` for the first page or `async for` over all."""
+        path = path_for("/v1/agents/{}/versions", agent_id)
+        return self._client._request_page(path, AgentVersion.model_validate, {"limit": limit})
+
+    async def version(self, agent_id: str, version: int) -> AgentVersion:
+        """The agent as it was at `version`. Raises `NotFoundError` when it has no such version."""
+        path = path_for("/v1/agents/{}/versions/{}", agent_id, str(version))
+        return await self._client._request_model("GET", path, AgentVersion)
 
     def list(self, *, limit: NotGivenOr[int] = NOT_GIVEN, before: NotGivenOr[str] = NOT_GIVEN) -> AsyncPaginator[Agent]:
         """List agents, newest first: `await` it for the first page, or `async for` over every agent."""

@@ -53,6 +53,10 @@ class ThreadRunCreateParams(RunOptionsParams, total=False):
 
     agent_id: str
     """The agent to run. Or give `name` and `instructions` to find-or-create it by name."""
+    agent_version: int
+    """Run this version of the agent (`agents.versions`); default: its newest."""
+    persona_id: str
+    """The agent as `"name@version"` (`"name"` alone: its newest), as the seeds' clients name it."""
     name: str
     """Name of the agent to find or create (with `instructions`)."""
     instructions: str

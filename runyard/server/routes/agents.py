@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
+from ..._versions import AgentVersion
 from ...domain import Agent
 from ...store import agents
 from ...store.errors import InvalidInput
@@ -18,7 +19,7 @@ from ...worker.tools.memory import MEMORY_TOOLS
 from ..auth import org_id
 from ..errors import ERRORS
 from ..queries import After, Before, Limit
-from ..schemas import AgentCreate, AgentList, AgentUpdate, Deleted
+from ..schemas import AgentCreate, AgentList, AgentUpdate, AgentVersionList, Deleted
 from ..variables import check_template
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=ERRORS)
@@ -111,6 +112,29 @@ async def update_agent(
         await check_mcp_servers(request, fields)
     async with request.app.state.store.tx() as tx:
         return public(await agents.update_(tx.conn, org, agent_id, fields))
+
+
+@router.get("/{agent_id}/versions", response_model=AgentVersionList)
+async def list_agent_versions(
+    agent_id: str,
+    request: Request,
+    org: str = Depends(org_id),
+    limit: Limit = 20,
+    before: int | None = Query(None, ge=1, le=2**31, description="Versions below this one."),
+) -> dict[str, Any]:
+    """What the agent was at each change of what it runs, newest version first."""
+    async with request.app.state.store.read() as conn:
+        data, has_more = await agents.list_versions(conn, org, agent_id, limit=limit, before=before)
+    cursor = str(data[-1]["version"]) if has_more else None
+    return {"data": [public(v) for v in data], "has_more": has_more, "next_cursor": cursor}
+
+
+@router.get("/{agent_id}/versions/{version}", response_model=AgentVersion)
+async def get_agent_version(
+    agent_id: str, request: Request, org: str = Depends(org_id), version: int = Path(ge=1, le=2**31)
+) -> dict[str, Any]:
+    async with request.app.state.store.read() as conn:
+        return public(await agents.get_version(conn, org, agent_id, version))
 
 
 @router.delete("/{agent_id}", response_model=Deleted)

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse
 
 from ... import tracing
 from ..._budgets import tightest
+from ..._versions import VERSIONED_FIELDS
 from ...domain import SETTLING_EVENT_TYPES, Run, RunStatus
 from ...store import agents, events, runs, threads, waits
-from ...store.errors import InvalidInput
+from ...store.errors import InvalidInput, NotFound
 from ...store.files import FileLimits
 from ..auth import org_id
 from ..errors import ERRORS
@@ -51,7 +52,10 @@ async def _create_run(
         webhook_url = await check_webhook_url(request, body.webhook_url, "webhook_url")
     store = request.app.state.store
     async with store.tx() as tx:
-        if body.agent_id is not None:
+        version = body.agent_version
+        if body.persona_id is not None:
+            agent, version = await _persona(tx.conn, org, body.persona_id, version)
+        elif body.agent_id is not None:
             agent = await agents.get(tx.conn, org, body.agent_id)
         elif body.name is not None:
             agent = await agents.find_or_create(tx.conn, org, body.name, body.instructions)
@@ -59,6 +63,10 @@ async def _create_run(
             raise InvalidInput(
                 "agent_id is required (or name and instructions to find or create an agent)", field="agent_id"
             )
+        if version is not None and version != agent["version"]:
+            # An earlier version: what it ran then, under the agent's own id.
+            snapshot = await agents.get_version(tx.conn, org, agent["id"], version)
+            agent = {**agent, **{k: v for k, v in snapshot.items() if k in VERSIONED_FIELDS}, "version": version}
         if not body.human_in_the_loop:
             gated = next((m["name"] for m in agent.get("mcp_servers") or [] if m.get("require_approval")), None)
             if gated is not None:
@@ -93,6 +101,7 @@ async def _create_run(
             idempotency_key=idempotency_key,
             traceparent=_traceparent(request),
             webhook_url=webhook_url,
+            agent_version=agent["version"],
             # `stream` only changes how the answer is delivered, not which run is made.
             request_body={**body.model_dump(exclude={"stream"}), "thread_id": thread_id},
         )
@@ -102,6 +111,19 @@ async def _create_run(
         stream = event_stream(store, org, run["id"], 0, heartbeat=request.app.state.settings.sse_heartbeat)
         return sse_response(stream, status_code=201, run_id=run["id"])
     return response
+
+
+async def _persona(conn: Any, org: str, persona_id: str, version: int | None) -> tuple[dict[str, Any], int | None]:
+    """The seeds' `persona_id`: `"name@version"`, or `"name"` for the newest version."""
+    name, at, number = persona_id.rpartition("@") if "@" in persona_id else (persona_id, "", "")
+    if at and not number.isdigit():
+        raise InvalidInput('persona_id is "name" or "name@version", the version a number', field="persona_id")
+    agent = await agents.find_by_name(conn, org, name)
+    if agent is None:
+        raise NotFound(f"no agent named {name!r}", field="persona_id")
+    if at and version is not None and int(number) != version:
+        raise InvalidInput("persona_id and agent_version name different versions", field="agent_version")
+    return agent, int(number) if at else version
 
 
 def _traceparent(request: Request) -> str | None:
