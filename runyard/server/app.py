@@ -38,7 +38,7 @@ async def bootstrap_key(store: Store, preset: str | None) -> str | None:
     """On first start, create the admin key (or the preset one); returns it to print once."""
     async with store.tx() as tx:
         if preset:
-            if await keys.org_for_key(tx.conn, preset) is None:
+            if not await keys.known(tx.conn, preset):  # a revoked preset key stays revoked
                 await keys.create_key(tx.conn, "default", key=preset)
             return None
         if await keys.count(tx.conn) > 0:

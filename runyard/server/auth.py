@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store import keys
+from ..store.db import utcnow
 from .errors import ApiError
 
-__all__ = ["org_id"]
+__all__ = ["KEY_CACHE_SECONDS", "org_id"]
+
+KEY_CACHE_SECONDS = 1.0
+"""How long a node trusts a key it looked up: a revoked or expired key is refused within this."""
 
 # Declares bearer auth in the OpenAPI schema; the check itself is below (our error body).
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
@@ -23,14 +29,19 @@ async def org_id(request: Request, _declared: HTTPAuthorizationCredentials | Non
         )
     key = key.strip()
     state = request.app.state
+    now = time.monotonic()
     cached = state.key_cache.get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
+        return cached[0]
     async with state.store.read() as conn:
-        org = await keys.org_for_key(conn, key)
-    if org is None:
-        raise ApiError(401, "unauthorized", "invalid API key", field="Authorization")
-    # Keys cannot be revoked yet, so a positive lookup may be cached for the process's life.
-    if len(state.key_cache) < 10_000:
-        state.key_cache[key] = org
-    return org
+        info = await keys.lookup(conn, key)
+    if info is None:
+        state.key_cache.pop(key, None)
+        raise ApiError(401, "unauthorized", "invalid API key (unknown, revoked or expired)", field="Authorization")
+    if info.last_used_at is None or utcnow() - info.last_used_at >= keys.LAST_USED_RESOLUTION:
+        async with state.store.tx() as tx:
+            await keys.mark_used(tx.conn, info.id)
+    if len(state.key_cache) >= 10_000:
+        state.key_cache.clear()  # bounded: the next requests look their keys up again
+    state.key_cache[key] = (info.org_id, now)
+    return info.org_id

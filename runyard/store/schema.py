@@ -119,6 +119,12 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Refused from then on (null: never expires).
+    Column("expires_at", UTCDateTime),
+    # Refused once revoked: every node re-reads a key at least every second.
+    Column("revoked_at", UTCDateTime),
+    # When a request last used it, to the minute.
+    Column("last_used_at", UTCDateTime),
 )
 
 agents = Table(

@@ -19,7 +19,8 @@ FAKE = {"agent_id": "agt_00000000000000000000000000", "run_id": "run_00000000000
         "thread_id": "thr_00000000000000000000000000", "wait_id": "wait_00000000000000000000000000",
         "user_id": "user-1", "memory_id": "mem_00000000000000000000000000",
         "file_id": "file_00000000000000000000000000", "path": "a.txt",
-        "webhook_id": "whk_00000000000000000000000000", "delivery_id": "msg_00000000000000000000000000"}
+        "webhook_id": "whk_00000000000000000000000000", "delivery_id": "msg_00000000000000000000000000",
+        "version": "1"}
 
 
 def v1_operations(server) -> list[tuple[str, str]]:
