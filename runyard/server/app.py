@@ -27,7 +27,7 @@ from ..worker.loop import Worker
 from . import errors
 from .middleware import MULTIPART_SLACK, EdgeMiddleware
 from .queries import strict_query
-from .routes import agents, files, runs, threads, usage, users, waits, webhooks
+from .routes import agents, files, model_routes, runs, threads, usage, users, waits, webhooks
 
 __all__ = ["create_app"]
 
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
     if tracing.wanted(settings):
         app.add_middleware(tracing.TracingMiddleware)  # outermost: its span covers refused requests too
 
-    routers = (agents, runs, threads, waits, users, files, webhooks, usage)
+    routers = (agents, runs, threads, waits, users, files, webhooks, usage, model_routes)
     for router in (r.router for r in routers):
         app.include_router(router, dependencies=[Depends(strict_query)])
 

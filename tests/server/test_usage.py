@@ -145,3 +145,26 @@ def test_the_sdk_reads_the_report(server: ServerInThread) -> None:
         assert report.totals.runs == 1 and report.data[0].key == run.agent_id
         assert report.totals.input_tokens == run.usage.input_tokens
         assert client.usage.retrieve(until=run.created_at).totals.runs == 0
+
+
+def test_routes_are_listed_without_their_keys(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        ROUTES
+        + """
+[routes.hosted]
+model = "openai:gpt-4.1-mini"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "HOSTED_KEY"
+fallback = ["priced"]
+"""
+    )
+    with server_on("sqlite", tmp_path, routes=routes) as srv:
+        r = httpx.get(f"{srv.base_url}/v1/routes", headers=srv.headers())
+        assert httpx.get(f"{srv.base_url}/v1/routes").status_code == 401
+    assert r.status_code == 200, r.text
+    listed = {route["id"]: route for route in r.json()["data"]}
+    assert list(listed) == ["priced", "unpriced", "hosted"]
+    assert listed["priced"]["prices"] == {"input_mtok": 1000.0, "output_mtok": 2000.0}
+    assert listed["hosted"]["fallback"] == ["priced"] and listed["hosted"]["base_url"] == "http://127.0.0.1:9/v1"
+    assert "HOSTED_KEY" not in r.text and "api_key_env" not in r.text
