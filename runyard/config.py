@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     """Runs one worker executes at once. Default 1024 (runs mostly wait on I/O)."""
     poll_interval: float = Field(default=1.0, gt=0)
     """Claim-loop poll fallback when no wake-up arrives. Default 1 s."""
+    max_concurrent_runs: int | None = Field(default=None, ge=1)
+    """Runs one org may have `running` at once, across all workers; the rest wait `pending`, in order.
+    Default: unlimited."""
     max_attempts: int = Field(default=3, ge=1)
     """A run whose lease expired this many times fails. Default 3."""
     flush_interval: float = Field(default=0.01, gt=0)

@@ -28,14 +28,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Float, Table, bindparam, select, update
+from sqlalchemy import Float, Table, bindparam, func, select, update
 
 from .. import metrics
 from ..domain import RunStatus
 from . import events
 from .db import Row, Tx, utcnow
 from .events import Fence
-from .schema import ACTIVE, runs
+from .schema import ACTIVE, orgs, runs
 
 __all__ = ["claim", "claim_jobs", "decide", "finish_jobs", "reap_expired", "reap_jobs", "release", "renew_many"]
 
@@ -46,11 +46,24 @@ def _clock(tx: Tx, now: float | None) -> Any:
 
 
 async def claim(
-    tx: Tx, worker_id: str, *, limit: int, lease_seconds: float, now: float | None = None
+    tx: Tx,
+    worker_id: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    max_per_org: int | None = None,
+    now: float | None = None,
 ) -> list[tuple[Row, Fence]]:
-    """Take up to `limit` pending runs, oldest first; returns each run row with its fence."""
+    """Take up to `limit` pending runs, oldest first; returns each run row with its fence.
+
+    `max_per_org`: an org never has more runs `running` than this; its other runs wait, in order,
+    and runs of other orgs go past them."""
     began = time.perf_counter()
-    rows = (await tx.conn.execute(_candidates(tx.store.db_now()), {"limit": limit})).all()
+    clock = tx.store.db_now()
+    if max_per_org is None:
+        rows = (await tx.conn.execute(_candidates(clock), {"limit": limit})).all()
+    else:
+        rows = await _within_org_limits(tx, clock, limit, max_per_org)
     if not rows:
         metrics.CLAIM_SECONDS.observe(time.perf_counter() - began)
         return []
@@ -101,6 +114,47 @@ def _candidates(clock: Any) -> Any:
             runs, clock, runs.c.status == RunStatus.PENDING.value, ~blocked, order_by=(runs.c.status, runs.c.id)
         )
     return stmt
+
+
+async def _within_org_limits(tx: Tx, clock: Any, limit: int, max_per_org: int) -> list[Any]:
+    """The claimable runs of orgs below `max_per_org` running runs, at most that many per org.
+
+    The orgs' rows are locked (in id order) before their running runs are counted again: two
+    claimers on PostgreSQL then count one after the other, never both below the limit at once."""
+    key = f"per-org:{clock}"
+    stmt = _CANDIDATES.get(key)
+    if stmt is None:
+        stmt = _CANDIDATES[key] = _candidates(clock).where(_running_in_org(runs.c.org_id) < bindparam("per_org"))
+    rows = (await tx.conn.execute(stmt, {"limit": limit, "per_org": max_per_org})).all()
+    if not rows:
+        return []
+    org_ids = sorted({r.org_id for r in rows})
+    await tx.conn.execute(select(orgs.c.id).where(orgs.c.id.in_(org_ids)).order_by(orgs.c.id).with_for_update())
+    running = dict(
+        (
+            await tx.conn.execute(
+                select(runs.c.org_id, func.count())
+                .where(runs.c.org_id.in_(org_ids), runs.c.status == RunStatus.RUNNING.value)
+                .group_by(runs.c.org_id)
+            )
+        ).all()
+    )
+    kept = []
+    for row in rows:
+        if running.get(row.org_id, 0) < max_per_org:
+            running[row.org_id] = running.get(row.org_id, 0) + 1
+            kept.append(row)
+    return kept
+
+
+def _running_in_org(org_id: Any) -> Any:
+    other = runs.alias("in_org")
+    return (
+        select(func.count())
+        .select_from(other)
+        .where(other.c.org_id == org_id, other.c.status == RunStatus.RUNNING.value)
+        .scalar_subquery()
+    )
 
 
 def _locked_candidates(table: Table, clock: Any, *where: Any, order_by: tuple[Any, ...]) -> Any:

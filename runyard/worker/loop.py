@@ -92,7 +92,11 @@ class Worker:
                 try:
                     async with self.store.tx() as tx:
                         claimed = await queue.claim(
-                            tx, self.worker_id, limit=min(free, CLAIM_BATCH), lease_seconds=self.settings.lease_seconds
+                            tx,
+                            self.worker_id,
+                            limit=min(free, CLAIM_BATCH),
+                            lease_seconds=self.settings.lease_seconds,
+                            max_per_org=self.settings.max_concurrent_runs,
                         )
                 except Exception:
                     log.exception("claim failed; retrying")
@@ -127,7 +131,8 @@ class Worker:
                 log.exception("run %s: executor crashed", handle.run.id)
             finally:
                 self.active.pop(handle.run.id, None)
-                if self._full:
+                # Full, or an org at its limit: runs left pending may be claimable now.
+                if self._full or self.settings.max_concurrent_runs is not None:
                     self._wake.set()
                 log.debug("run %s: attempt ended after %.3f s", handle.run.id, time.monotonic() - started)
 
