@@ -30,21 +30,7 @@ __all__ = [
     "update_",
 ]
 
-FIELDS = (
-    "name",
-    "instructions",
-    "model",
-    "tools",
-    "input_description",
-    "output_description",
-    "input_schema",
-    "output_schema",
-    "message_template",
-    "mcp_servers",
-    "client_tools",
-    "limits",
-    "metadata",
-)
+FIELDS = ("name", *VERSIONED_FIELDS, "metadata")
 
 
 def to_dict(row: Any) -> dict[str, Any]:
