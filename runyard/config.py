@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     """Runs one worker executes at once. Default 1024 (runs mostly wait on I/O)."""
     poll_interval: float = Field(default=1.0, gt=0)
     """Claim-loop poll fallback when no wake-up arrives. Default 1 s."""
+    rate_limit: float | None = Field(default=None, gt=0)
+    """Requests per second one API key may make (a token bucket, shared by the API nodes on
+    PostgreSQL); past it 429 with `Retry-After`. Default: unlimited."""
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    """Requests a key may make at once before `rate_limit` paces it. Default: twice the rate (at least 1)."""
     max_concurrent_runs: int | None = Field(default=None, ge=1)
     """Runs one org may have `running` at once, across all workers; the rest wait `pending`, in order.
     Default: unlimited."""

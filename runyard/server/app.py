@@ -27,6 +27,7 @@ from ..worker.loop import Worker
 from . import errors
 from .middleware import MULTIPART_SLACK, EdgeMiddleware
 from .queries import strict_query
+from .ratelimit import RateLimiter
 from .routes import agents, files, model_routes, runs, threads, usage, users, waits, webhooks
 
 __all__ = ["create_app"]
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, on_
         app.state.store = store
         app.state.settings = settings
         app.state.key_cache = {}
+        app.state.rate_limiter = RateLimiter(settings, store) if settings.rate_limit is not None else None
         new_key = await bootstrap_key(store, settings.api_key)
         worker = None
         if run_worker:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,7 +32,8 @@ async def org_id(request: Request, _declared: HTTPAuthorizationCredentials | Non
     state = request.app.state
     now = time.monotonic()
     cached = state.key_cache.get(key)
-    if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
+    if cached is not None and now - cached[2] < KEY_CACHE_SECONDS:
+        await _limit(state, cached[1])
         return cached[0]
     async with state.store.read() as conn:
         info = await keys.lookup(conn, key)
@@ -43,5 +45,23 @@ async def org_id(request: Request, _declared: HTTPAuthorizationCredentials | Non
             await keys.mark_used(tx.conn, info.id)
     if len(state.key_cache) >= 10_000:
         state.key_cache.clear()  # bounded: the next requests look their keys up again
-    state.key_cache[key] = (info.org_id, now)
+    state.key_cache[key] = (info.org_id, info.id, now)
+    await _limit(state, info.id)
     return info.org_id
+
+
+async def _limit(state: Any, key_id: str) -> None:
+    """429 once the key spent its rate limit (when one is set)."""
+    limiter = state.rate_limiter
+    if limiter is None:
+        return
+    decision = await limiter.take(key_id)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests for this API key: at most {limiter.rate:g} per second "
+            f"(bursts of {limiter.burst}); retry after {decision.retry_after:.2f} s",
+            field="Authorization",
+            headers=decision.headers(limiter.rate, limiter.burst),
+        )

@@ -30,10 +30,13 @@ STATUS: dict[type[DomainError], int] = {
 class ApiError(DomainError):
     """An error that only exists at the HTTP edge (auth, malformed body, bad cursor)."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, field=field)
         self.status = status
         self.code = code
+        self.headers = headers
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, headers: Any = None) -> JSONResponse:
@@ -58,6 +61,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "Conflict (illegal transition, duplicate, idempotency)"),
         (413, "Payload too large"),
         (422, "Validation error naming the field"),
+        (429, "Too many requests for this API key (Retry-After, RateLimit-*)"),
         (431, "Request headers too large"),
         (503, "The database is unavailable: retry (Retry-After)"),
     )
@@ -76,7 +80,7 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 
 
 async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-    return error_response(_status_of(exc), exc.code, exc.message, exc.field)
+    return error_response(_status_of(exc), exc.code, exc.message, exc.field, headers=getattr(exc, "headers", None))
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -47,6 +47,7 @@ __all__ = [
     "memories",
     "metadata",
     "orgs",
+    "rate_limits",
     "run_files",
     "runs",
     "threads",
@@ -416,4 +417,14 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_claim", "status", "available_at"),
     Index(None, "webhook_id", "id"),
     Index(None, "org_id", "id"),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # One token bucket per API key, shared by every API node (PostgreSQL; SQLite keeps them in process).
+    Column("key_id", String(40), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    # Epoch seconds on the database clock of the last refill.
+    Column("refilled_at", Float, nullable=False),
 )
