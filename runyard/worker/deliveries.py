@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -139,9 +140,9 @@ class Deliverer:
             self._finish(result | {"status": "failed", "error": reason}, target, "failed")
             return
         began = time.perf_counter()
-        response_status = None
+        response_status, asked_wait = None, None
         try:
-            response_status, body = await self._post(target.url, row, target.secrets)
+            response_status, body, asked_wait = await self._post(target.url, row, target.secrets)
             result |= {"response_status": response_status, "response_body": body, "error": None}
         except _Refused as exc:
             result |= {"response_status": None, "response_body": None, "error": str(exc)}
@@ -160,6 +161,8 @@ class Deliverer:
         elif row.attempt <= len(self.settings.webhooks_retry_delays):
             delay = self.settings.webhooks_retry_delays[row.attempt - 1]
             delay *= random.uniform(1 - JITTER, 1 + JITTER)  # receivers coming back are not hit all at once
+            if asked_wait is not None:
+                delay = max(delay, asked_wait)  # a 429's or 503's Retry-After, up to a day
             if result["error"] is None:
                 result["error"] = f"the endpoint answered {response_status}"
             self._finish(result | {"status": "pending", "retry_in": delay}, target, "retrying")
@@ -168,7 +171,9 @@ class Deliverer:
                 result["error"] = f"the endpoint answered {response_status}"
             self._finish(result | {"status": "failed"}, target, "failed")
 
-    async def _post(self, url: str, row: Row, secrets: list[str]) -> tuple[int, str]:
+    async def _post(self, url: str, row: Row, secrets: list[str]) -> tuple[int, str, float | None]:
+        """Send one attempt: the answer's status, the start of its body, and the wait its
+        `Retry-After` asks for (429 and 503 only)."""
         body = row.payload.encode()
         timestamp = int(time.time())
         headers = {
@@ -201,7 +206,8 @@ class Deliverer:
             kept = b""
             while len(kept) < BODY_KEPT and (chunk := await response.content.read(BODY_KEPT - len(kept))):
                 kept += chunk
-            return response.status, kept.decode("utf-8", errors="replace")
+            asked = _retry_after(response.headers.get("Retry-After")) if response.status in (429, 503) else None
+            return response.status, kept.decode("utf-8", errors="replace"), asked
 
     def _finish(self, result: dict[str, Any], target: _Target | None, outcome: str) -> None:
         metrics.WEBHOOK_DELIVERIES.labels("failed" if outcome == "gone" else outcome).inc()
@@ -303,3 +309,20 @@ async def _endpoint_health(tx: Tx, outcomes: list[tuple[str | None, str]], setti
 
 def _span(seconds: float) -> str:
     return f"{seconds / 86400:g} days" if seconds >= 86400 else f"{seconds:g} s"
+
+
+MAX_RETRY_AFTER = 86_400.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds or an HTTP date, capped at a day; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

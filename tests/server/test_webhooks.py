@@ -334,3 +334,15 @@ def test_bad_webhook_input_is_refused_naming_the_field_and_writes_nothing(
     assert hooks.post(f"/v1/webhooks/{made['id']}/deliveries/msg_0000000000000000000000000/retry").status_code == 404
     # Another org's endpoint does not exist for this one.
     assert http.get(f"/v1/webhooks/{made['id']}").status_code == 404
+
+
+def test_a_retry_after_from_the_receiver_is_honoured(hooks: httpx.Client, receiver: Receiver) -> None:
+    receiver.status, receiver.headers = 503, {"Retry-After": "2"}
+    hook = endpoint(hooks, receiver.url, ["webhook.test"])
+    hooks.post(f"/v1/webhooks/{hook['id']}/test")
+    wait_until(lambda: receiver.received, timeout=10)
+    receiver.status, receiver.headers = 200, {}
+    wait_until(lambda: deliveries(hooks, hook["id"])[0]["status"] == "succeeded", timeout=10)
+    [first, second] = receiver.received
+    waited = int(second.headers["webhook-timestamp"]) - int(first.headers["webhook-timestamp"])
+    assert waited >= 2  # the retry delay here is 0.2 s: the receiver's 2 s won

@@ -36,6 +36,8 @@ class Receiver:
     status: int = 200
     """What to answer; 0 holds the connection open without answering (until `release`)."""
     received: list[Received] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every answer (e.g. `Retry-After`)."""
     _server: ThreadingHTTPServer | None = None
     _release: threading.Event = field(default_factory=threading.Event)
 
@@ -58,6 +60,8 @@ class Receiver:
                     return
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 reply = f"answered {status}".encode()
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
