@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 
 from .._webhooks import WEBHOOK_EVENT_TYPES, matches
-from ..domain import TERMINAL_EVENT_TYPES
+from ..domain import TERMINAL_EVENT_TYPES, Run
 from .db import Tx, utcnow
 from .ids import new_id
 from .schema import runs, webhook_deliveries, webhooks
@@ -41,15 +41,17 @@ async def record(tx: Tx, announced: Sequence[tuple[str, dict[str, Any]]]) -> Non
         return
     org_ids = sorted({org_id for org_id, _ in announced})
     endpoints = (await tx.conn.execute(_ENDPOINTS, {"org_ids": org_ids})).all()
-    ended = [e["run_id"] for _, e in announced if e["type"] in TERMINAL_EVENT_TYPES]
+    ended = {e["run_id"]: (org_id, e["type"]) for org_id, e in announced if e["type"] in TERMINAL_EVENT_TYPES}
     run_objects: dict[str, dict[str, Any]] = {}
     if ended:
-        # Rendered now, in the transaction that ends the run: every retry sends the same body.
-        from ..domain import Run
         from .runs import to_dict  # runs → events → outbox: imported late to break the cycle
 
-        for row in await tx.conn.execute(_ENDED_RUNS, {"run_ids": ended}):
-            run_objects[row.id] = Run.model_validate(to_dict(row)).model_dump(mode="json")
+        for row in await tx.conn.execute(_ENDED_RUNS, {"run_ids": list(ended)}):
+            org_id, type_ = ended[row.id]
+            subscribed = any(e.org_id == org_id and matches(e.events, type_) for e in endpoints)
+            if subscribed or row.config.get("webhook_url"):
+                # Rendered now, in the transaction that ends the run: every retry sends the same body.
+                run_objects[row.id] = Run.model_validate(to_dict(row)).model_dump(mode="json")
     if not endpoints and not run_objects:
         return
     rows: list[dict[str, Any]] = []

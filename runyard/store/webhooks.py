@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from .._webhooks import WEBHOOK_EVENT_TYPES, matches, new_secret, secret_key
 from . import outbox
-from .db import Conn, Tx, utcnow
+from .db import Conn, Row, Tx, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .ids import new_id
 from .pages import finish, page
@@ -131,11 +131,7 @@ async def create(
         "updated_at": now,
     }
     await conn.execute(insert(webhooks).values(values))
-    return to_dict(_Values(values), secret=True)
-
-
-class _Values(dict[str, Any]):
-    __getattr__ = dict.__getitem__
+    return to_dict(Row(values), secret=True)
 
 
 async def _row(conn: Conn, org_id: str, webhook_id: str) -> Any:

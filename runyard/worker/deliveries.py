@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -244,13 +245,13 @@ class _Refused(Exception):
     """The URL resolves to a private or reserved address and the operator did not allow those."""
 
 
+@dataclass(frozen=True)
 class _Target:
-    def __init__(self, webhook_id: str | None, url: str, secrets: list[str], enabled: bool, reason: str | None):
-        self.webhook_id = webhook_id
-        self.url = url
-        self.secrets = secrets
-        self.enabled = enabled
-        self.disabled_reason = reason
+    webhook_id: str | None
+    url: str
+    secrets: list[str]
+    enabled: bool
+    disabled_reason: str | None
 
 
 async def _targets(tx: Tx, rows: list[Row]) -> list[_Target | None]:
