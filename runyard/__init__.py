@@ -21,6 +21,7 @@ files, `runs.files` reads what it wrote, and `variables=` fill an agent's `messa
 Importing this package loads only httpx, pydantic and the shared models of `runyard.domain`.
 """
 
+from ._events import Event, RunWaiting
 from ._usage import UsageGroup, UsageReport
 from ._version import __version__
 from ._versions import AgentVersion
@@ -59,14 +60,12 @@ from .client.types import NOT_GIVEN, NotGiven
 from .domain import (
     Agent,
     ClientTool,
-    Event,
     File,
     MCPServer,
     Memory,
     Run,
     RunLimits,
     RunStatus,
-    RunWaiting,
     Thread,
     ThreadMessage,
     Usage,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .domain import EVENT_TYPES
+from ._events import EVENT_TYPES
 
 __all__ = [
     "WEBHOOK_EVENT_TYPES",

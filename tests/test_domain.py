@@ -1,10 +1,10 @@
-"""The vocabulary is declared once in `runyard.domain` and everything else reads it."""
+"""The vocabulary is declared once (`runyard.domain`, `runyard._events`) and everything else reads it."""
 
 from __future__ import annotations
 
 from typing import get_type_hints
 
-from runyard import domain
+from runyard import _events, domain
 from runyard.client.resources.run_params import RunCreateParams, RunOptionsParams
 from runyard.server.schemas import RunCreate
 from runyard.store import schema
@@ -20,13 +20,13 @@ def test_run_options_and_their_keyword_form_agree() -> None:
 
 
 def test_every_event_type_has_a_typed_model_and_unknown_types_still_parse() -> None:
-    assert set(domain.EVENT_MODELS) == set(domain.EVENT_TYPES)
+    assert set(_events.EVENT_MODELS) == set(_events.EVENT_TYPES)
     envelope = {"seq": 3, "run_id": "run_x", "data": {"waiting_for": "input"}, "created_at": "2026-01-01T00:00:00Z"}
-    waiting = domain.parse_event({**envelope, "type": "run.waiting"})
-    assert isinstance(waiting, domain.RunWaiting) and waiting.waiting_for == "input"
-    newer = domain.parse_event({**envelope, "type": "run.something_new"})
-    assert type(newer) is domain.Event and newer.type == "run.something_new"
-    assert domain.parse_event({**envelope, "type": "run.completed"}).is_terminal
+    waiting = _events.parse_event({**envelope, "type": "run.waiting"})
+    assert isinstance(waiting, _events.RunWaiting) and waiting.waiting_for == "input"
+    newer = _events.parse_event({**envelope, "type": "run.something_new"})
+    assert type(newer) is _events.Event and newer.type == "run.something_new"
+    assert _events.parse_event({**envelope, "type": "run.completed"}).is_terminal
 
 
 def test_schema_constraints_are_built_from_the_enums() -> None:

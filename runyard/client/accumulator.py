@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain import Event, RunStatus, Usage, Wait
+from .._events import Event
+from ..domain import RunStatus, Usage, Wait
 
 __all__ = ["RunAccumulator"]
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ..domain import Event, Run, RunStatus, Wait, parse_event
+from .._events import Event, parse_event
+from ..domain import Run, RunStatus, Wait
 from . import exceptions as _exc
 from .accumulator import RunAccumulator
 from .client_tools import LocalTools

@@ -6,9 +6,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .._events import Event
 from .._versions import AgentVersion
 from .._webhooks import Webhook, WebhookDelivery
-from ..domain import Agent, Event, Memory, Multitask, Run, RunLimits, RunOptions, Thread, Wait
+from ..domain import Agent, Memory, Multitask, Run, RunLimits, RunOptions, Thread, Wait
 from .limits import Limits, MessageText, Metadata, check_json, check_json_schema, check_text, max_json_bytes
 
 __all__ = [

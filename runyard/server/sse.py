@@ -14,7 +14,8 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from .. import metrics
-from ..domain import TERMINAL_EVENT_TYPES, RunStatus
+from .._events import TERMINAL_EVENT_TYPES
+from ..domain import RunStatus
 from ..store import events, runs
 from ..store.db import Store
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 
+from .._events import TERMINAL_EVENT_TYPES
 from .._webhooks import WEBHOOK_EVENT_TYPES, matches
-from ..domain import TERMINAL_EVENT_TYPES, Run
+from ..domain import Run
 from .db import Tx, utcnow
 from .ids import new_id
 from .schema import runs, webhook_deliveries, webhooks

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import runyard
-from runyard import AsyncRunyard, Runyard, domain
+from runyard import AsyncRunyard, Runyard, _events
 from runyard.client.base_client import RequestOptions
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()
@@ -355,11 +355,11 @@ def test_streamed_events_are_the_domain_models() -> None:
 
     with make_client(handler).runs.stream_events("run_1") as stream:
         events = list(stream)
-    assert [type(e) for e in events] == [domain.RunQueued, domain.MessageDelta, domain.MessageDelta,
-                                         domain.RunCompleted]
+    assert [type(e) for e in events] == [_events.RunQueued, _events.MessageDelta, _events.MessageDelta,
+                                         _events.RunCompleted]
     assert all(isinstance(e, runyard.Event) for e in events)
-    assert runyard.RunWaiting is domain.RunWaiting
-    assert type(domain.parse_event({**events[0].model_dump(), "type": "some.future_event"})) is runyard.Event
+    assert runyard.RunWaiting is _events.RunWaiting
+    assert type(_events.parse_event({**events[0].model_dump(), "type": "some.future_event"})) is runyard.Event
 
 
 def test_list_events_pages_on_after_seq() -> None:
@@ -377,7 +377,7 @@ def test_list_events_pages_on_after_seq() -> None:
                                          "next_cursor": str(batch[-1]["seq"]) if has_more else None})
 
     events = list(make_client(handler).runs.list_events("run_1", after_seq=0, limit=2))
-    assert [e.seq for e in events] == [1, 2, 3, 4] and isinstance(events[-1], domain.RunCompleted)
+    assert [e.seq for e in events] == [1, 2, 3, 4] and isinstance(events[-1], _events.RunCompleted)
     assert [r.url.params["after_seq"] for r in seen] == ["0", "2"]
     assert all(r.url.params["limit"] == "2" and r.headers["accept"] == "application/json" for r in seen)
 

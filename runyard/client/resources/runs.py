@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ...domain import Event, File, Run, RunStatus, Wait, parse_event
+from ..._events import Event, parse_event
+from ...domain import File, Run, RunStatus, Wait
 from .. import exceptions as _exc
 from ..base_client import new_idempotency_key
 from ..client_tools import LocalTools, ToolFunction, without_rejected

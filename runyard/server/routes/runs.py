@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 
 from ... import tracing
 from ..._budgets import tightest
+from ..._events import SETTLING_EVENT_TYPES
 from ..._versions import VERSIONED_FIELDS
-from ...domain import SETTLING_EVENT_TYPES, Run, RunStatus
+from ...domain import Run, RunStatus
 from ...store import agents, events, runs, threads, waits
 from ...store.errors import InvalidInput, NotFound
 from ...store.files import FileLimits
