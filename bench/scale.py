@@ -635,6 +635,20 @@ async def _migrate(url: str) -> None:
             await result
 
 
+async def _rollup(url: str) -> int:
+    """Fill `usage_daily` from the seeded runs, as each run's end would have (the migration's backfill)."""
+    from runyard.store.db import Store, create_engine
+    from runyard.store.usage import backfill
+
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        return await Store(engine, bus=None).run_sync(lambda conn: backfill(conn, 1000.0))  # type: ignore[arg-type]
+    finally:
+        result = engine.dispose()
+        if asyncio.iscoroutine(result):
+            await result
+
+
 async def _pg_admin(sql: str) -> None:
     admin = await asyncpg.connect(PG_ADMIN)
     try:
@@ -1409,6 +1423,9 @@ def run_dialect(dialect: str, args: argparse.Namespace, tmp: Path) -> list[Resul
             else:
                 seeded, vacuum = asyncio.run(_seed_pg(target, world, args.gen_workers))
                 log(f"  seeded in {seeded:.1f} s (COPY), VACUUM ANALYZE {vacuum:.1f} s")
+            t0 = time.perf_counter()
+            added = asyncio.run(_rollup(target.url))
+            log(f"  usage_daily rolled up from {added:,} ended runs in {time.perf_counter() - t0:.1f} s")
             log(f"  database size: {db_size(target)}")
         else:
             org_id = _admin_org(target)

@@ -25,7 +25,12 @@ EventType = Literal[
     "run.queued",
     "run.started",
     "tools.declared",
+    "run.route.selected",
+    "run.route.queued",
+    "run.llm.retry",
+    "run.provider_fallback",
     "message.delta",
+    "message.reset",
     "message.completed",
     "reasoning.delta",
     "tool.call",
@@ -86,6 +91,37 @@ class ToolsDeclared(Event):
 
 class MessageDelta(Event):
     type: Literal["message.delta"] = "message.delta"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RouteSelected(Event):
+    """Which route serves the run's model requests (again after a fallback)."""
+
+    type: Literal["run.route.selected"] = "run.route.selected"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class RouteQueued(Event):
+    """The route's `max_concurrency` requests are in flight on this worker: the request waits for a slot."""
+
+    type: Literal["run.route.queued"] = "run.route.queued"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class LLMRetry(Event):
+    """A model request failed (`status`, `error`) and is sent again after `delay_s`."""
+
+    type: Literal["run.llm.retry"] = "run.llm.retry"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class ProviderFallback(Event):
+    """A route failed (`from`, `error`): its next fallback route (`to`) serves the request."""
+
+    type: Literal["run.provider_fallback"] = "run.provider_fallback"  # pyright: ignore[reportIncompatibleVariableOverride]
+
+
+class MessageReset(Event):
+    """The model response being streamed broke off: drop its `message.delta`s and `reasoning.delta`s
+    since the last `usage` event; the retried response's deltas follow."""
+
+    type: Literal["message.reset"] = "message.reset"  # pyright: ignore[reportIncompatibleVariableOverride]
 
 
 class MessageCompleted(Event):

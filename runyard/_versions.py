@@ -14,6 +14,7 @@ __all__ = ["VERSIONED_FIELDS", "AgentVersion"]
 VERSIONED_FIELDS: tuple[str, ...] = (
     "instructions",
     "model",
+    "route_id",
     "tools",
     "input_description",
     "output_description",
@@ -37,6 +38,7 @@ class AgentVersion(_Model):
     name: str
     instructions: str = ""
     model: str = "scripted"
+    route_id: str | None = None
     tools: list[str] = Field(default_factory=list)
     input_description: str | None = None
     output_description: str | None = None

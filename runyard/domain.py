@@ -170,6 +170,7 @@ class Agent(_Model):
     name: str
     instructions: str = ""
     model: str = "scripted"
+    route_id: str | None = None  # a route of the routes file: it picks the model (and its fallbacks)
     tools: list[str] = Field(default_factory=list)
     input_description: str | None = None
     output_description: str | None = None
@@ -211,6 +212,7 @@ class Run(RunOptions, _Model):
     user_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     model: str
+    route_id: str | None = None  # the route serving it (the run's, else the agent's); null: a model string
     tools: list[str] = Field(default_factory=list)
     variables: dict[str, Any] | None = None
     """The variables the task was rendered from (validated against the agent's `input_schema`)."""

@@ -215,6 +215,14 @@ class Transcript:
             self.streamed = False
             self._end_line()
             self.wait("thinking…")
+        elif event.type == "message.reset":
+            self.streamed = False
+            self._end_line()
+            self._line(f"↺ the response broke off ({data.get('error')}): it starts again", "yellow")
+        elif event.type == "run.llm.retry":
+            self._line(f"↻ model request failed ({data.get('error')}): retry in {data.get('delay_s')} s", "dim")
+        elif event.type == "run.provider_fallback":
+            self._line(f"↪ route {data.get('from')} failed: falling back to {data.get('to')}", "yellow")
         elif event.type == "tool.call":
             self._line(f"→ {data.get('name')} {dump(data.get('args', {}))}", "cyan")
             self.wait(f"running {data.get('name')}…")

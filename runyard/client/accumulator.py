@@ -42,7 +42,7 @@ class RunAccumulator:
         self.status: RunStatus | None = None
         """The status the events imply, or `None` before the first lifecycle event."""
         self.text = ""
-        """The assistant's text: every `message.delta` concatenated."""
+        """The assistant's text: every `message.delta` concatenated (but those a `message.reset` voided)."""
         self.reasoning = ""
         """Every `reasoning.delta` concatenated."""
         self.output: Any = None
@@ -60,6 +60,7 @@ class RunAccumulator:
         self.open_waits: dict[str, Wait] = {}
         """The waits of the current pause not answered yet, by id (empty unless `status` is `waiting`)."""
         self._message_has_deltas = False
+        self._response_starts = (0, 0)  # where the response being streamed began in text and reasoning
 
     @property
     def is_done(self) -> bool:
@@ -92,6 +93,11 @@ class RunAccumulator:
             self._message_has_deltas = False
         elif event.type == "reasoning.delta":
             self.reasoning += str(data.get("delta", ""))
+        elif event.type == "message.reset":
+            # The response broke off and is requested again: its deltas so far will be streamed anew.
+            text_start, reasoning_start = self._response_starts
+            self.text, self.reasoning = self.text[:text_start], self.reasoning[:reasoning_start]
+            self._message_has_deltas = False
         elif event.type == "tool.call":
             self.tool_calls.append(data)
         elif event.type == "usage":
@@ -111,6 +117,8 @@ class RunAccumulator:
             self.open_waits.pop(str(data.get("wait_id")), None)
             if not self.open_waits and self.status is RunStatus.WAITING:
                 self.status = RunStatus.PENDING  # the answer requeues the run
+        if event.type in ("run.started", "usage"):
+            self._response_starts = (len(self.text), len(self.reasoning))
         if event.type == "run.started" or event.is_terminal:
             self.open_waits.clear()
         if event.is_terminal:

@@ -78,6 +78,7 @@ Variables = Annotated[dict[str, Any], max_json_bytes(Limits.MESSAGE_BYTES)]
 class _AgentFields(_Body):
     instructions: str | None = Field(None, max_length=100_000)
     model: str | None = Field(None, min_length=1, max_length=200)
+    route_id: str | None = Field(None, min_length=1, max_length=200, description="A route id: it picks the model.")
     tools: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=64)
     input_description: str | None = Field(None, max_length=10_000)
     output_description: str | None = Field(None, max_length=10_000)
@@ -125,6 +126,9 @@ class ThreadRunCreate(RunOptions, _Body):
         None, max_length=64, description="Override the agent's tools for this run."
     )
     model: str | None = Field(None, min_length=1, max_length=200, description="Override the agent's model.")
+    route_id: str | None = Field(
+        None, min_length=1, max_length=200, description="A route id (wins over model): it picks the model."
+    )
     user_id: str | None = Field(None, min_length=1, max_length=200)
     metadata: Metadata = Field(default_factory=dict)
     stream: bool = Field(False, description="True: the response is the SSE stream of the new run.")

@@ -19,8 +19,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ClauseElement
 
 from .. import metrics
+from ..config import get_settings
 from ..domain import RunStatus
-from . import outbox
+from . import outbox, usage
 from .db import Conn, Tx, utcnow
 from .errors import InvalidTransition, LeaseLost, NotFound
 from .schema import events, runs
@@ -207,6 +208,7 @@ async def append_many(
         await tx.conn.execute(_update(columns), params)
     # After the updates: a terminal event's delivery carries the run as this transaction left it.
     await outbox.record(tx, announced)
+    await usage.record(tx, [run_id for run_id, _ in ended], get_settings().credits_per_usd)
     for run_id, thread_id in ended:
         # A run's end may unblock the next run queued on its thread: wake the workers only then
         # (a wake for nothing costs every worker an empty claim).

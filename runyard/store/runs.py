@@ -60,6 +60,7 @@ _PUBLIC = (
     "user_id",
     "metadata",
     "model",
+    "route_id",
     "usage",
     "created_at",
     "started_at",
@@ -128,6 +129,7 @@ async def create(
     traceparent: str | None = None,
     webhook_url: str | None = None,
     agent_version: int | None = None,
+    route_id: str | None = None,
 ) -> dict[str, Any]:
     """Queue a new run (with its `run.queued` event), or return the one this idempotency key made.
 
@@ -179,6 +181,8 @@ async def create(
         config["traceparent"] = traceparent
     if webhook_url is not None:
         config["webhook_url"] = webhook_url
+    if route_id is not None:
+        config["route_id"] = route_id
     if opens_thread:
         config["opens_thread"] = True  # no earlier conversation: the worker reads no thread history
     run_id = new_id("run")
@@ -194,6 +198,7 @@ async def create(
         "user_id": user_id,
         "metadata": metadata,
         "model": model or agent["model"],
+        "route_id": route_id,
         "usage": EMPTY_USAGE,
         "created_at": utcnow(),
         "attempt": 0,

@@ -52,6 +52,7 @@ __all__ = [
     "runs",
     "threads",
     "tool_calls",
+    "usage_daily",
     "waits",
     "webhook_deliveries",
     "webhooks",
@@ -136,6 +137,7 @@ agents = Table(
     Column("name", String(200), nullable=False),
     Column("instructions", Text, nullable=False),
     Column("model", String(200), nullable=False),
+    Column("route_id", String(200)),
     Column("tools", Json, nullable=False),
     Column("input_description", Text),
     Column("output_description", Text),
@@ -152,6 +154,34 @@ agents = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("org_id", "name"),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    # What the runs that ended used, by the UTC day they were created on and what they ran: the
+    # usage report reads whole days here instead of every run. `bucket`: the runs' duration on a
+    # log scale (`store.usage.bucket_of`; -1 never started), for the p50/p95.
+    Column("org_id", String(40), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("agent_id", String(40), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("route_id", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("tool_calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("unpriced_runs", Integer, nullable=False),
+    Column("credits_used", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "day", "agent_id", "user_id", "model", "route_id", "status", "bucket"),
 )
 
 agent_versions = Table(
@@ -201,6 +231,7 @@ runs = Table(
     Column("user_id", String(200)),
     Column("metadata", Json, nullable=False),
     Column("model", String(200), nullable=False),
+    Column("route_id", String(200)),  # the route that serves it first (null: a model string)
     Column("usage", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),

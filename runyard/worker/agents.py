@@ -22,6 +22,7 @@ from ..store import journal
 from ..store.db import Tx, utcnow
 from ..store.outcomes import ClaimedRun
 from .models import Prices
+from .routing import RoutedModel
 from .tools import BUILTIN_TOOLS
 from .tools.context import ToolCallContext, current_tool_call
 from .tools.files import FILE_TOOLS
@@ -86,7 +87,9 @@ class RunDeps:
     offered: frozenset[str] = frozenset()
     """The tools the model is offered now (none while a plan waits for approval)."""
     prices: Prices | None = None
-    """The route's prices; None: genai-prices."""
+    """The model's prices without a route (the scripted model's); None: genai-prices."""
+    routed: RoutedModel | None = None
+    """The run's routes (every model but `scripted`): the one serving now has the prices."""
     permission_mode: PermissionMode = "autonomous"
     """Which calls wait for approval (a `plan` run acts as `autonomous` once its plan is approved)."""
     remembered: set[str] = field(default_factory=set)

@@ -31,10 +31,11 @@ from ..store.journal import JournalMismatch
 from ..store.outcomes import ClaimedRun, FollowUpsQueued
 from .agents import BudgetExceeded, JournalToolset, RunDeps, RunState, agent_for, declared_tools, tool_names
 from .humans import plan_wait, remembered_tools, waits_for
-from .models import ModelError, load_routes, resolve_model
+from .models import ModelError, resolve_model
 from .resume import prepare, take_follow_ups
+from .routing import configured
 from .tools.mcp_config import MCPConnection
-from .turns import checkpoint_of, jsonable, run_turn
+from .turns import StreamCut, checkpoint_of, jsonable, run_turn
 from .writer import EventWriter, Flusher
 
 __all__ = [
@@ -310,8 +311,10 @@ async def _drive(
     resolved = resolve_model(
         run.model,
         run.config.get("script"),
-        load_routes(str(settings.routes) if settings.routes else None),
+        configured(settings),
         task=run.original_prompt,
+        route_id=run.config.get("route_id"),
+        emit=writer.emit,
     )
     # Going on after follow-ups: from where this attempt started, not a second read of it.
     start = state.start if then is not None else await prepare(store, run, state)
@@ -339,6 +342,7 @@ async def _drive(
             settings,
             offered=frozenset([*names, *offered_mcp]),
             prices=resolved.prices,
+            routed=resolved.routed,
             permission_mode="autonomous" if mode == "plan" else mode,
             remembered=remembered_tools(start.waits),
             mcp=offered_mcp,
@@ -348,16 +352,22 @@ async def _drive(
         if then is not None:
             history, prompt, deferred = then, await take_follow_ups(store, run, state), None
         state.answered = frozenset(deferred.calls) if deferred is not None else frozenset()
-        async with agent.iter(
-            prompt,
-            message_history=history,
-            model=resolved.model,
-            deps=deps,
-            deferred_tool_results=deferred,
-            instructions=start.instructions,
-            toolsets=[JournalToolset(t) for t in mcp.toolsets] if offered_mcp else None,
-        ) as agent_run:
-            await run_turn(agent_run, deps)
+        while True:
+            try:
+                async with agent.iter(
+                    prompt,
+                    message_history=history,
+                    model=resolved.model,
+                    deps=deps,
+                    deferred_tool_results=deferred,
+                    instructions=start.instructions,
+                    toolsets=[JournalToolset(t) for t in mcp.toolsets] if offered_mcp else None,
+                ) as agent_run:
+                    await run_turn(agent_run, deps)
+                break
+            except StreamCut as cut:
+                # The same request again, from the conversation that led to it (nothing re-executed).
+                history, prompt, deferred = cut.messages, None, None
     assert agent_run.result is not None
     messages, output = agent_run.all_messages(), agent_run.result.output
     if isinstance(output, DeferredToolRequests):

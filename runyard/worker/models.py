@@ -1,4 +1,4 @@
-"""Model resolution: the offline `scripted` model, routes from `RUNYARD_ROUTES`, model strings.
+"""Model resolution: the offline `scripted` model, model strings, and routes (`routing`).
 
 `scripted` is a test model, not an LLM: it follows a script given in the run's (or agent's)
 metadata and never touches the network. A script is a list of steps, one per model response:
@@ -17,11 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, UserPromptPart
@@ -29,6 +26,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 
 from ..store.errors import InvalidInput
+from .routing import Emit, Link, RouteConfig, RoutedModel
 
 __all__ = [
     "ModelError",
@@ -36,7 +34,7 @@ __all__ = [
     "ResolvedModel",
     "ScriptError",
     "ScriptLimits",
-    "load_routes",
+    "prices_of",
     "resolve_model",
     "validate_script",
 ]
@@ -73,7 +71,8 @@ class ResolvedModel:
     model: Model
     name: str
     prices: Prices | None = None
-    """None: ask genai-prices (offline snapshot); a scripted run costs nothing."""
+    """None: ask genai-prices (offline snapshot), or the serving route's (`routed`)."""
+    routed: RoutedModel | None = None
 
 
 class ScriptLimits:
@@ -190,16 +189,7 @@ def scripted_model(script: list[dict[str, Any]] | None, task: str | None = None)
     return FunctionModel(stream_function=stream, model_name=SCRIPTED)
 
 
-@lru_cache(maxsize=8)
-def load_routes(path: str | None) -> dict[str, dict[str, Any]]:
-    """Route id → config, from a TOML file of `[routes.<id>]` tables."""
-    if not path:
-        return {}
-    data = tomllib.loads(Path(path).read_text())
-    return data.get("routes", data)
-
-
-def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
+def known_model(name: str, routes: dict[str, RouteConfig]) -> bool:
     return (
         name in (SCRIPTED, "test")
         or name in routes
@@ -208,31 +198,57 @@ def known_model(name: str, routes: dict[str, dict[str, Any]]) -> bool:
 
 
 def resolve_model(
-    name: str, script: list[dict[str, Any]] | None, routes: dict[str, dict[str, Any]], *, task: str | None = None
+    name: str,
+    script: list[dict[str, Any]] | None,
+    routes: dict[str, RouteConfig],
+    *,
+    task: str | None = None,
+    route_id: str | None = None,
+    emit: Emit | None = None,
 ) -> ResolvedModel:
-    if name == SCRIPTED:
+    """The model a run talks to: `scripted`, or its route (else `name` as a route id or a model
+    string) behind a `RoutedModel` that retries, falls back and logs what it does with `emit`."""
+    route_id = route_id or (name if name in routes else None)
+    if route_id is None and name == SCRIPTED:
         return ResolvedModel(scripted_model(script, task), SCRIPTED, Prices())
-    route = routes.get(name)
-    if route is None:
-        return ResolvedModel(infer_model(name), name)
-    prices = Prices(**route["prices"]) if "prices" in route else None
-    if "base_url" not in route:
-        return ResolvedModel(infer_model(route["model"]), name, prices)
-    return ResolvedModel(_provider_model(route), name, prices)
+    if route_id is not None and route_id not in routes:
+        raise ModelError(f"route {route_id!r} is not in the routes file")
+    if route_id is None:
+        chain = [Link(None, RouteConfig(model=name), _model_of(RouteConfig(model=name), script, task))]
+    else:
+        ids = [route_id, *routes[route_id].fallback]
+        chain = [Link(rid, routes[rid], _model_of(routes[rid], script, task)) for rid in ids]
+    routed = RoutedModel(chain, emit or (lambda type_, data: None))
+    return ResolvedModel(routed, name, routed=routed)
 
 
-def _provider_model(route: dict[str, Any]) -> Model:
-    """A model behind an explicit base URL (self-hosted or a proxy); the key comes from an env var."""
-    kind, _, model_name = route["model"].partition(":")
-    api_key = os.environ.get(route["api_key_env"], "") if "api_key_env" in route else "none"
+def prices_of(route: RouteConfig) -> Prices | None:
+    """A route's own prices; None: genai-prices (a scripted route costs nothing)."""
+    if route.prices is not None:
+        return Prices(**route.prices.model_dump())
+    return Prices() if route.model == SCRIPTED else None
+
+
+def _model_of(route: RouteConfig, script: list[dict[str, Any]] | None, task: str | None) -> Model:
+    if route.model == SCRIPTED:
+        return scripted_model(script, task)
+    if route.base_url is None and route.api_key_env is None:
+        return infer_model(route.model)
+    return _provider_model(route)
+
+
+def _provider_model(route: RouteConfig) -> Model:
+    """A model behind an explicit base URL (self-hosted or a proxy), or with its key in a named env var."""
+    kind, _, model_name = route.model.partition(":")
+    api_key = os.environ.get(route.api_key_env, "") if route.api_key_env else "none"
     if kind == "anthropic":
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        return AnthropicModel(model_name, provider=AnthropicProvider(base_url=route["base_url"], api_key=api_key))
+        return AnthropicModel(model_name, provider=AnthropicProvider(base_url=route.base_url, api_key=api_key))
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
     if kind not in ("openai", "openai-chat", "ollama"):
-        raise InvalidInput(f"route model {route['model']!r}: expected openai:, openai-chat:, ollama: or anthropic:")
-    return OpenAIChatModel(model_name, provider=OpenAIProvider(base_url=route["base_url"], api_key=api_key))
+        raise InvalidInput(f"route model {route.model!r}: expected openai:, openai-chat:, ollama: or anthropic:")
+    return OpenAIChatModel(model_name, provider=OpenAIProvider(base_url=route.base_url, api_key=api_key))

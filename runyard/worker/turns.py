@@ -34,11 +34,21 @@ from ..store.checkpoints import Checkpoint
 from ..store.db import Tx, utcnow
 from ..store.events import NewEvent
 from .agents import RunDeps, RunState
-from .models import Prices
+from .models import Prices, prices_of
 from .resume import take_follow_ups
+from .routing import retryable
 from .writer import EventWriter
 
-__all__ = ["checkpoint_of", "jsonable", "run_turn"]
+__all__ = ["StreamCut", "checkpoint_of", "jsonable", "run_turn"]
+
+
+class StreamCut(Exception):
+    """A model response broke off mid-stream and will be requested again: the turn starts over
+    from `messages` (the conversation up to and with the request that failed)."""
+
+    def __init__(self, messages: list[ModelMessage]):
+        super().__init__("model stream cut")
+        self.messages = messages
 
 
 async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
@@ -58,13 +68,24 @@ async def run_turn(agent_run: AgentRun[RunDeps, Any], deps: RunDeps) -> None:
                 unsaved = False
             # The run's first model request (first attempt, no response yet): time its first event.
             first = deps.run.attempt == 1 and not state.usage.get("requests")
-            async with node.stream(agent_run.ctx) as stream:
-                async for event in stream:
-                    if first:
-                        metrics.time_to_first_event(deps.run.created_at, utcnow())
-                        first = False
-                    _on_stream_event(event, writer, state)
-                response = stream.response
+            mark = len(state.text)
+            try:
+                async with node.stream(agent_run.ctx) as stream:
+                    async for event in stream:
+                        if first:
+                            metrics.time_to_first_event(deps.run.created_at, utcnow())
+                            first = False
+                        _on_stream_event(event, writer, state)
+                    response = stream.response
+            except Exception as exc:
+                if deps.routed is None or not deps.routed.handed_over or not retryable(exc):
+                    raise  # not a cut: the route's retries and fallbacks (if any) are spent
+                # The deltas already logged belong to a response that will never complete: clients drop them.
+                del state.text[mark:]
+                writer.emit("message.reset", {"error": str(exc) or type(exc).__name__})
+                if not deps.routed.stream_cut(exc):
+                    raise
+                raise StreamCut(agent_run.all_messages()) from exc
             step = _step_events(response, deps)
             if response.tool_calls:
                 await _checkpoint(deps, agent_run.all_messages(), *step)
@@ -133,7 +154,11 @@ def _step_events(response: ModelResponse, deps: RunDeps) -> list[NewEvent]:
                     {"tool_call_id": part.tool_call_id, "name": part.tool_name, "args": jsonable(part.args_as_dict())},
                 )
             )
-    step.append(("usage", _add_usage(deps.state, response, deps.prices)))
+    prices = prices_of(deps.routed.serving.config) if deps.routed is not None else deps.prices
+    usage = _add_usage(deps.state, response, prices)
+    if deps.routed is not None and deps.routed.serving.route_id is not None:
+        usage["route_id"] = deps.routed.serving.route_id
+    step.append(("usage", usage))
     return step
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.runs import create, error_of, finished
+from support.runs import create, error_of, finished, until_status
 from support.servers import ServerInThread, server_on
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens", "requests", "tool_calls")
@@ -78,6 +78,44 @@ def test_totals_and_groups_add_up_the_runs(org: httpx.Client) -> None:
     assert usage(org, group_by="agent", limit=1)["has_more"] is True
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_whole_days_come_from_the_daily_rollup_and_agree_with_the_runs(dialect: str, tmp_path: Path) -> None:
+    """A range of whole UTC days reads `usage_daily` (written as each run ends) plus the runs still
+    in flight; a range inside a day scans the runs. Both must report the same runs."""
+    with server_on(dialect, tmp_path) as srv, httpx.Client(base_url=srv.base_url, headers=srv.headers(),
+                                                          timeout=30) as http:
+        calc = [{"tool_calls": [{"name": "calculator", "args": {"expression": "1+1"}}]}, {"text": "2"}]
+        ended = [finished(http, create(http, calc, name="rollup-a", tools=["calculator"], user_id="u1")["id"])
+                 for _ in range(3)]
+        ended.append(finished(http, create(http, [{"error": "boom"}], name="rollup-b")["id"]))
+        waiting = create(http, [{"delay": 30, "text": "late"}], name="rollup-b")  # still running
+        until_status(http, waiting["id"], "running")
+        today = datetime.fromisoformat(ended[0]["created_at"].replace("Z", "+00:00")).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        whole = {"from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+        narrow = {"from": (today + timedelta(microseconds=1)).isoformat(),
+                  "to": (today + timedelta(days=1, microseconds=-1)).isoformat()}
+        for group_by in (None, "agent", "user", "day", "route"):
+            params = {"group_by": group_by} if group_by else {}
+            a, b = usage(http, **whole, **params), usage(http, **narrow, **params)
+            for left, right in zip([a["totals"], *a["data"]], [b["totals"], *b["data"]], strict=True):
+                for field in ("key", "runs", "runs_by_status", *TOKEN_FIELDS, "cost_usd", "credits_used"):
+                    assert left[field] == right[field], (group_by, field)
+                for pct in ("duration_ms_p50", "duration_ms_p95"):
+                    # Whole days read a 5 % histogram: its buckets' middles are within 2.5 %.
+                    assert left[pct] == pytest.approx(right[pct], rel=0.03, abs=1), (group_by, pct)
+        totals = usage(http, **whole)["totals"]
+        assert totals["runs"] == 5 and totals["runs_by_status"]["running"] == 1
+        assert totals["runs_by_status"]["completed"] == 3 and totals["runs_by_status"]["failed"] == 1
+        assert totals["tool_calls"] == summed(ended, "tool_calls") == 3
+        http.post(f"/v1/runs/{waiting['id']}/cancel")
+        finished(http, waiting["id"])
+        # Its end adds it to the rollup once: still five runs, now none in flight.
+        after = usage(http, **whole)["totals"]
+        assert after["runs"] == 5 and after["runs_by_status"]["running"] == 0
+        assert after["runs_by_status"]["cancelled"] == 1
+
+
 def test_another_orgs_runs_are_not_counted(org: httpx.Client, http: httpx.Client) -> None:
     finished(http, create(http, [{"text": "elsewhere"}])["id"])
     assert usage(org)["totals"]["runs"] == 0
@@ -125,7 +163,7 @@ def test_cost_credits_and_unpriced_runs_on_both_databases(dialect: str, tmp_path
     assert totals["cost_usd"] == pytest.approx(sum(r["usage"]["cost_usd"] for r in known))
     assert totals["credits_used"] == sum(r["usage"]["credits_used"] for r in known)
     groups = {g["key"]: g for g in report["data"]}
-    assert set(groups) == {"priced", "unpriced", "scripted"}
+    assert set(groups) == {"priced", "unpriced", None}  # the scripted run has no route
     assert groups["priced"]["runs"] == 2 and groups["priced"]["cost_known"] is True
     assert groups["priced"]["credits_used"] == sum(r["usage"]["credits_used"] for r in priced)
     assert groups["unpriced"]["cost_usd"] is None and groups["unpriced"]["credits_used"] is None
@@ -165,6 +203,6 @@ fallback = ["priced"]
     assert r.status_code == 200, r.text
     listed = {route["id"]: route for route in r.json()["data"]}
     assert list(listed) == ["priced", "unpriced", "hosted"]
-    assert listed["priced"]["prices"] == {"input_mtok": 1000.0, "output_mtok": 2000.0}
+    assert listed["priced"]["prices"] == {"input_mtok": 1000.0, "output_mtok": 2000.0, "cache_read_mtok": 0.0}
     assert listed["hosted"]["fallback"] == ["priced"] and listed["hosted"]["base_url"] == "http://127.0.0.1:9/v1"
     assert "HOSTED_KEY" not in r.text and "api_key_env" not in r.text

@@ -16,7 +16,10 @@ Script entries (one per model request, consumed in order, shared by both endpoin
     {"tool_calls": [...]}                            several calls in one turn (an extension)
     "usage": {"input_tokens", "output_tokens"}       optional, defaults to DEFAULT_USAGE
 Text and tool calls may be combined; text comes first. Once the script is exhausted every
-request gets the text "done" with DEFAULT_USAGE.
+request gets the text "done" with DEFAULT_USAGE. Failures, for retries and fallbacks:
+    {"status": 429, "headers": {"Retry-After": "1"}}  an error answer (the provider's JSON error body)
+    {"text": ..., "cut_after": 2}                     a stream that breaks off after 2 SSE frames
+    {"delay": 0.5}                                   seconds before answering (with any entry)
 
 Endpoints: POST /v1/chat/completions and POST /v1/messages (query strings such as Anthropic's
 `?beta=true` are ignored), each streaming when the body has `"stream": true`. Anything else is a
@@ -26,6 +29,7 @@ Endpoints: POST /v1/chat/completions and POST /v1/messages (query strings such a
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -165,39 +169,56 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"type": "not_found_error", "message": f"fake provider: no route {path}"}
             self._send_json({"error": error}, 404)
             return
-        turn = self.server.fake._next_turn(body)
+        turn, entry = self.server.fake._next_turn(body)
         model, stream = body.get("model", "fake-model"), bool(body.get("stream"))
+        if entry.get("delay"):
+            time.sleep(float(entry["delay"]))
+        if entry.get("status"):
+            kind = "rate_limit_error" if entry["status"] == 429 else "api_error"
+            error = {"type": kind, "message": f"fake provider: {entry['status']}", "code": None}
+            body_ = {"type": "error", "error": error} if path == "/v1/messages" else {"error": error}
+            self._send_json(body_, int(entry["status"]), entry.get("headers") or {})
+            return
+        cut = entry.get("cut_after")
         try:
             if path == "/v1/chat/completions" and stream:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 frames = [f"data: {json.dumps(c)}\n\n" for c in _openai_chunks(model, turn, include_usage)]
-                self._send_sse([*frames, "data: [DONE]\n\n"])
+                self._send_sse([*frames, "data: [DONE]\n\n"], cut)
             elif path == "/v1/chat/completions":
                 self._send_json(_openai_completion(model, turn))
             elif stream:
                 events = _anthropic_events(model, turn)
-                self._send_sse([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
+                self._send_sse([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events], cut)
             else:
                 self._send_json(_anthropic_message(model, turn))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading early; nothing to clean up
 
-    def _send_json(self, payload: dict[str, Any], status: int = 200) -> None:
+    def _send_json(self, payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_sse(self, frames: list[str]) -> None:
+    def _send_sse(self, frames: list[str], cut_after: int | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         # One HTTP chunk per SSE frame, flushed, so the client sees genuinely incremental deltas.
-        for frame in frames:
+        for n, frame in enumerate(frames):
+            if cut_after is not None and n == cut_after:
+                # The connection drops mid-body: no terminating chunk, as when a proxy or the provider dies.
+                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             data = frame.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
@@ -222,12 +243,12 @@ class FakeProvider:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def _next_turn(self, body: dict[str, Any]) -> Turn:
+    def _next_turn(self, body: dict[str, Any]) -> tuple[Turn, dict[str, Any]]:
         with self._lock:
             self.requests.append(body)
             entry = self._script.pop(0) if self._script else {"text": "done"}
         calls = entry.get("tool_calls") or ([entry["tool_call"]] if "tool_call" in entry else [])
-        return entry.get("text", ""), calls, {**DEFAULT_USAGE, **entry.get("usage", {})}
+        return (entry.get("text", ""), calls, {**DEFAULT_USAGE, **entry.get("usage", {})}), entry
 
     def __enter__(self) -> FakeProvider:
         self._server = _Server(("127.0.0.1", 0), _Handler)

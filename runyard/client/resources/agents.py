@@ -41,6 +41,7 @@ def agent_body(
     name: NotGivenOr[str],
     instructions: NotGivenOr[str],
     model: NotGivenOr[str],
+    route_id: NotGivenOr[str | None],
     tools: NotGivenOr[list[str]],
     input_description: NotGivenOr[str | None],
     output_description: NotGivenOr[str | None],
@@ -64,6 +65,7 @@ def agent_body(
             "name": name,
             "instructions": instructions,
             "model": model,
+            "route_id": route_id,
             "tools": tools,
             "input_description": input_description,
             "output_description": output_description,
@@ -90,6 +92,7 @@ class Agents:
         *,
         instructions: NotGivenOr[str] = NOT_GIVEN,
         model: NotGivenOr[str] = NOT_GIVEN,
+        route_id: NotGivenOr[str | None] = NOT_GIVEN,
         tools: NotGivenOr[list[str]] = NOT_GIVEN,
         input_description: NotGivenOr[str | None] = NOT_GIVEN,
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
@@ -107,6 +110,7 @@ class Agents:
             name: a name, unique enough for you to find it again (runs can find-or-create by name).
             instructions: the system prompt.
             model: a model or route id; the offline `scripted` model when left out.
+            route_id: a route (`GET /v1/routes`): it picks the model, its retries and fallbacks.
             tools: names of built-in tools the agent may call.
             input_description / output_description: what the agent takes and returns, in words.
             input_schema / output_schema: JSON Schemas of the input and the structured output;
@@ -125,6 +129,7 @@ class Agents:
             name=name,
             instructions=instructions,
             model=model,
+            route_id=route_id,
             tools=tools,
             input_description=input_description,
             output_description=output_description,
@@ -170,6 +175,7 @@ class Agents:
         name: NotGivenOr[str] = NOT_GIVEN,
         instructions: NotGivenOr[str] = NOT_GIVEN,
         model: NotGivenOr[str] = NOT_GIVEN,
+        route_id: NotGivenOr[str | None] = NOT_GIVEN,
         tools: NotGivenOr[list[str]] = NOT_GIVEN,
         input_description: NotGivenOr[str | None] = NOT_GIVEN,
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
@@ -186,6 +192,7 @@ class Agents:
             name=name,
             instructions=instructions,
             model=model,
+            route_id=route_id,
             tools=tools,
             input_description=input_description,
             output_description=output_description,
@@ -216,6 +223,7 @@ class AsyncAgents:
         *,
         instructions: NotGivenOr[str] = NOT_GIVEN,
         model: NotGivenOr[str] = NOT_GIVEN,
+        route_id: NotGivenOr[str | None] = NOT_GIVEN,
         tools: NotGivenOr[list[str]] = NOT_GIVEN,
         input_description: NotGivenOr[str | None] = NOT_GIVEN,
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
@@ -232,6 +240,7 @@ class AsyncAgents:
             name=name,
             instructions=instructions,
             model=model,
+            route_id=route_id,
             tools=tools,
             input_description=input_description,
             output_description=output_description,
@@ -270,6 +279,7 @@ class AsyncAgents:
         name: NotGivenOr[str] = NOT_GIVEN,
         instructions: NotGivenOr[str] = NOT_GIVEN,
         model: NotGivenOr[str] = NOT_GIVEN,
+        route_id: NotGivenOr[str | None] = NOT_GIVEN,
         tools: NotGivenOr[list[str]] = NOT_GIVEN,
         input_description: NotGivenOr[str | None] = NOT_GIVEN,
         output_description: NotGivenOr[str | None] = NOT_GIVEN,
@@ -286,6 +296,7 @@ class AsyncAgents:
             name=name,
             instructions=instructions,
             model=model,
+            route_id=route_id,
             tools=tools,
             input_description=input_description,
             output_description=output_description,

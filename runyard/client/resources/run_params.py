@@ -78,6 +78,8 @@ class ThreadRunCreateParams(RunOptionsParams, total=False):
     """Uploaded files (ids or `File`s from `files.upload`) put into the thread's workspace first."""
     model: str
     """Override the agent's model (or route) for this run."""
+    route_id: str
+    """Serve this run from this route (`GET /v1/routes`), with its retries and fallbacks; wins over `model`."""
     user_id: str
     """Your end user's id, to scope and filter runs."""
     metadata: dict[str, Any]

@@ -10,7 +10,8 @@ from ..._versions import AgentVersion
 from ...domain import Agent
 from ...store import agents
 from ...store.errors import InvalidInput
-from ...worker.models import known_model, load_routes, validate_script
+from ...worker.models import known_model, validate_script
+from ...worker.routing import configured
 from ...worker.tools import BUILTIN_TOOLS, unknown_tools
 from ...worker.tools import mcp_config as mcp
 from ...worker.tools.files import FILE_TOOLS
@@ -51,12 +52,14 @@ def check_agent_fields(request: Request, fields: dict[str, Any]) -> None:
         check_template(fields["message_template"])
     if fields.get("model") is not None:
         settings = request.app.state.settings
-        if not known_model(fields["model"], load_routes(str(settings.routes) if settings.routes else None)):
+        if not known_model(fields["model"], configured(settings)):
             raise InvalidInput(
                 f"unknown model {fields['model']!r}: use 'scripted', a route id, or a model string such as "
                 "'openai:gpt-4o' or 'anthropic:claude-sonnet-4-5'",
                 field="model",
             )
+    if fields.get("route_id") is not None and fields["route_id"] not in configured(request.app.state.settings):
+        raise InvalidInput(f"unknown route {fields['route_id']!r}: GET /v1/routes lists them", field="route_id")
     if fields.get("metadata"):
         validate_script(fields["metadata"].get("script"))
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
-from ...worker.models import load_routes
+from ...worker.routing import configured
 from ..auth import org_id
 from ..errors import ERRORS
 
@@ -39,6 +39,5 @@ class RouteList(BaseModel):
 @router.get("/v1/routes", response_model=RouteList)
 async def list_routes(request: Request, _org: str = Depends(org_id)) -> dict[str, Any]:
     """The configured routes in file order: model, base URL, prices and fallbacks."""
-    settings = request.app.state.settings
-    routes = load_routes(str(settings.routes) if settings.routes else None)
-    return {"data": [{"id": rid, **{k: v for k, v in r.items() if k in SHOWN}} for rid, r in routes.items()]}
+    routes = configured(request.app.state.settings)
+    return {"data": [{"id": rid, **r.model_dump(include=set(SHOWN))} for rid, r in routes.items()]}

@@ -18,6 +18,7 @@ from ...domain import Run, RunStatus
 from ...store import agents, events, runs, threads, waits
 from ...store.errors import InvalidInput, NotFound
 from ...store.files import FileLimits
+from ...worker.routing import configured
 from ..auth import org_id
 from ..errors import ERRORS
 from ..limits import Limits
@@ -46,7 +47,14 @@ async def _create_run(
 ) -> Any:
     client_tools = [t.model_dump() for t in body.client_tools or []]
     check_agent_fields(
-        request, {"tools": body.tools, "model": body.model, "metadata": body.metadata, "client_tools": client_tools}
+        request,
+        {
+            "tools": body.tools,
+            "model": body.model,
+            "route_id": body.route_id,
+            "metadata": body.metadata,
+            "client_tools": client_tools,
+        },
     )
     webhook_url = None
     if body.webhook_url is not None:
@@ -76,6 +84,7 @@ async def _create_run(
                     "create the run with human_in_the_loop: true",
                     field="human_in_the_loop",
                 )
+        route_id, model = _route_and_model(request, body, agent)
         options = body.options()
         default = request.app.state.settings.default_limits
         # The smallest of the run's, the agent's and the org's limits, kept with the run.
@@ -94,7 +103,8 @@ async def _create_run(
             file_limits=FileLimits.of(request.app.state.settings),
             thread_id=thread_id,
             tools=body.tools,
-            model=body.model,
+            model=model,
+            route_id=route_id,
             user_id=body.user_id,
             metadata=body.metadata,
             options=options,
@@ -112,6 +122,22 @@ async def _create_run(
         stream = event_stream(store, org, run["id"], 0, heartbeat=request.app.state.settings.sse_heartbeat)
         return sse_response(stream, status_code=201, run_id=run["id"])
     return response
+
+
+def _route_and_model(request: Request, body: ThreadRunCreate, agent: dict[str, Any]) -> tuple[str | None, str]:
+    """The run's route and model: its own `route_id`, else its `model`, else the agent's (a route wins)."""
+    routes = configured(request.app.state.settings)
+    if body.route_id is not None:
+        route_id: str | None = body.route_id
+    elif body.model is not None:
+        route_id = body.model if body.model in routes else None  # a route id given as the model
+    else:
+        route_id = agent.get("route_id") or (agent["model"] if agent["model"] in routes else None)
+    if route_id is not None and route_id not in routes:
+        raise InvalidInput(f"agent {agent['id']}'s route {route_id!r} is no longer configured", field="route_id")
+    named = body.route_id is not None or (body.model is None and agent.get("route_id"))
+    model = routes[route_id].model if route_id is not None and named else body.model or agent["model"]
+    return route_id, model
 
 
 async def _persona(conn: Any, org: str, persona_id: str, version: int | None) -> tuple[dict[str, Any], int | None]:

@@ -8,13 +8,27 @@ Create Date: 2026-12-02 17:30:00
 import sqlalchemy as sa
 from alembic import op
 
-from runyard._versions import VERSIONED_FIELDS
 from runyard.store.schema import Json, UTCDateTime
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+
+# What made a version when this migration was written (a migration never reads the live list).
+VERSIONED_FIELDS = (
+    "instructions",
+    "model",
+    "tools",
+    "input_description",
+    "output_description",
+    "input_schema",
+    "output_schema",
+    "message_template",
+    "mcp_servers",
+    "client_tools",
+    "limits",
+)
 
 
 def upgrade() -> None:
